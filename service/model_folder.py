@@ -1,0 +1,145 @@
+"""The model folder contract (DESIGN.md section 2): reading and checking `saring.json`.
+
+Training writes this sidecar and the service reads it; both go through this module so the
+format is defined once. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIDECAR_NAME = "saring.json"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CATEGORIES = ("aduan", "bukan_aduan", "iseng", "spam")
+
+
+class ModelFolderError(Exception):
+    """A model folder is missing, incomplete or inconsistent; the message names the problem."""
+
+
+@dataclass
+class Threshold:
+    """One threshold of the decision band and why it has the value it has."""
+
+    value: float
+    objective: str
+    target: float
+    # Figures on the validation data at this threshold (rates, precision, recall, support).
+    achieved: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Sidecar:
+    """saring's own description of a model folder, stored as `saring.json`."""
+
+    name: str
+    version: str
+    base_model: str
+    max_length: int
+    labels: list[str]
+    # Which labels add up to each score: validity = sum P(l) for l in scores["validity"].
+    scores: dict[str, list[str]]
+    temperature: float
+    accept: Threshold
+    reject: Threshold
+    spam: Threshold
+    training_data: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    created_at: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sidecar:
+        data = dict(data)
+        for key in ("accept", "reject", "spam"):
+            if not isinstance(data.get(key), dict):
+                raise ModelFolderError(f"{SIDECAR_NAME}: threshold '{key}' is missing")
+            data[key] = Threshold(**data[key])
+        try:
+            return cls(**data)
+        except TypeError as exc:  # missing or unknown keys
+            raise ModelFolderError(f"{SIDECAR_NAME}: {exc}") from exc
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_sidecar(folder: Path, sidecar: Sidecar) -> None:
+    (folder / SIDECAR_NAME).write_text(sidecar.to_json() + "\n", encoding="utf-8")
+
+
+def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
+    """Load and check a model folder's sidecar against its config and weights.
+
+    Raises ModelFolderError naming the first problem found, so a half-written or mismatched
+    folder is refused before any weights are loaded.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    sidecar_path = folder / SIDECAR_NAME
+    config_path = folder / "config.json"
+    weights_path = folder / WEIGHTS_NAME
+    for path, what in (
+        (config_path, "config.json"),
+        (sidecar_path, f"sidecar {SIDECAR_NAME}"),
+        (weights_path, f"weights {WEIGHTS_NAME}"),
+    ):
+        if not path.is_file():
+            raise ModelFolderError(f"model folder {folder} has no {what}")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise ModelFolderError(f"model folder {folder} has no tokenizer files")
+    try:
+        raw = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"model folder {folder}: unreadable JSON ({exc})") from exc
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{sidecar_path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this saring reads {FORMAT_VERSION})"
+        )
+    sidecar = Sidecar.from_dict(raw)
+
+    id2label = config.get("id2label")
+    if not id2label:
+        raise ModelFolderError(f"{config_path} has no id2label: the labels cannot be named")
+    config_labels = [id2label[str(i)] for i in range(len(id2label))]
+    if config_labels != sidecar.labels:
+        raise ModelFolderError(
+            f"{folder}: labels in config.json {config_labels} differ from {SIDECAR_NAME} {sidecar.labels}"
+        )
+    for score in ("validity", "spam"):
+        members = sidecar.scores.get(score)
+        if not members:
+            raise ModelFolderError(f"{sidecar_path}: score '{score}' names no labels")
+        unknown = sorted(set(members) - set(sidecar.labels))
+        if unknown:
+            raise ModelFolderError(f"{sidecar_path}: score '{score}' uses unknown labels {unknown}")
+    if not 0.0 <= sidecar.reject.value <= sidecar.accept.value <= 1.0:
+        raise ModelFolderError(
+            f"{sidecar_path}: thresholds must satisfy 0 <= reject <= accept <= 1 "
+            f"(reject={sidecar.reject.value}, accept={sidecar.accept.value})"
+        )
+    if verify_weights and sidecar.weights_sha256:
+        actual = sha256_file(weights_path)
+        if actual != sidecar.weights_sha256:
+            raise ModelFolderError(
+                f"{weights_path} does not match the checksum in {SIDECAR_NAME}: "
+                "the folder is half-written or was changed after training"
+            )
+    return sidecar

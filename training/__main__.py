@@ -1,0 +1,30 @@
+"""Entry point: `python -m training <command> [flags | config.json]`."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "train": "fine-tune a base model on labelled messages and write a model folder",
+    "evaluate": "score a labelled file with a model folder and write metrics.json and plots",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        print("usage: python -m training <command> [--help]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<{width}}  {text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from training.train import main as run
+    elif command == "evaluate":
+        from training.evaluate import main as run
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Temperature scaling and the decision-band thresholds (DESIGN.md section 3).
+
+All fitted on validation data. The temperature is folded into the classification head so that
+plain transformers users get the calibrated probabilities too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+from service.model_folder import Threshold
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    logp = log_softmax(logits / temperature, axis=1)
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE of the top-class confidence, equal-width bins."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The T > 0 minimising validation NLL of softmax(logits / T), with before/after figures."""
+    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(-3, 3), method="bounded")
+    temperature = float(np.exp(result.x))
+    return {
+        "temperature": temperature,
+        "nll_before": nll(logits, labels),
+        "nll_after": nll(logits, labels, temperature),
+        "ece_before": expected_calibration_error(softmax(logits, axis=1), labels),
+        "ece_after": expected_calibration_error(softmax(logits / temperature, axis=1), labels),
+    }
+
+
+def fold_temperature(model, temperature: float) -> None:
+    """Divide the final classification layer's weight and bias by T: logits / T, with no extra op."""
+    import torch
+
+    num_labels = model.config.num_labels
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not linears:
+        raise ValueError("no classification head (a Linear layer with num_labels outputs) found")
+    head = linears[-1]  # the output projection is the last such layer in every HF classifier
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if head.bias is not None:
+            head.bias.div_(temperature)
+
+
+def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float) -> Threshold:
+    """Largest t with share(validity <= t | aduan) <= max_rate: few genuine complaints rejected."""
+    genuine = np.sort(validity[is_aduan])
+    allowed = int(np.floor(max_rate * len(genuine)))  # how many genuine complaints may fall at or below t
+    value = float(np.nextafter(genuine[allowed], -np.inf)) if allowed < len(genuine) else 1.0
+    value = max(value, 0.0)
+    return Threshold(
+        value=value,
+        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected",
+        target=max_rate,
+        achieved={
+            "aduan_rejected_rate": float((genuine <= value).mean()),
+            "rejected_rate": float((validity <= value).mean()),
+            "non_aduan_rejected_share": float((validity[~is_aduan] <= value).mean()) if (~is_aduan).any() else 0.0,
+            "support": int(len(genuine)),
+        },
+    )
+
+
+def precision_threshold(score: np.ndarray, positive: np.ndarray, precision_target: float, what: str) -> Threshold:
+    """Lowest t whose `score >= t` rule reaches the target precision (most recall at that precision).
+
+    Falls back to 1.0 (the rule never fires) when no threshold reaches it, and says so.
+    """
+    candidates = np.unique(score)
+    chosen = 1.0
+    for t in candidates:  # ascending: the first that reaches the target keeps the most recall
+        fired = score >= t
+        if positive[fired].mean() >= precision_target:
+            chosen = float(t)
+            break
+    fired = score >= chosen
+    reached = bool(fired.any() and positive[fired].mean() >= precision_target)
+    return Threshold(
+        value=chosen,
+        objective=f"{what} precision >= {precision_target:.2f}"
+        + ("" if reached else " (not reachable on validation data: rule disabled)"),
+        target=precision_target,
+        achieved={
+            "precision": float(positive[fired].mean()) if fired.any() else 0.0,
+            "recall": float(fired[positive].mean()) if positive.any() else 0.0,
+            "fired_rate": float(fired.mean()),
+            "support": int(positive.sum()),
+        },
+    )

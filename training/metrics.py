@@ -1,0 +1,150 @@
+"""Evaluation figures and plots, computed the same way for training, `evaluate` and `compare`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+)
+
+from service.model_folder import Sidecar
+from service.scoring import ACCEPT, REJECT, score_columns
+
+
+def classification_figures(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "accuracy": float((y_true == y_pred).mean()),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": list(labels),
+            "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        },
+    }
+
+
+def decision_band_figures(validity: np.ndarray, is_aduan: np.ndarray, sidecar: Sidecar) -> dict[str, float]:
+    accept = validity >= sidecar.accept.value
+    reject = (validity <= sidecar.reject.value) & ~accept
+    review = ~accept & ~reject
+    return {
+        "aduan_rejected_rate": float(reject[is_aduan].mean()) if is_aduan.any() else 0.0,
+        "accept_precision": float(is_aduan[accept].mean()) if accept.any() else 0.0,
+        "accept_recall": float(accept[is_aduan].mean()) if is_aduan.any() else 0.0,
+        "accept_rate": float(accept.mean()),
+        "review_rate": float(review.mean()),
+        "reject_rate": float(reject.mean()),
+    }
+
+
+def evaluate_probabilities(probs: np.ndarray, labels: Sequence[str], sidecar: Sidecar) -> dict[str, Any]:
+    """All figures for one labelled set scored by a model folder."""
+    label_ids = {label: i for i, label in enumerate(sidecar.labels)}
+    y_true = np.array([label_ids[label] for label in labels])
+    y_pred = probs.argmax(axis=1)
+    validity, spam = score_columns(probs, sidecar)
+    is_aduan = np.isin(y_true, [label_ids[label] for label in sidecar.scores["validity"]])
+    is_spam = np.isin(y_true, [label_ids[label] for label in sidecar.scores["spam"]])
+    figures = classification_figures(y_true, y_pred, sidecar.labels)
+    figures["decision_band"] = decision_band_figures(validity, is_aduan, sidecar)
+    figures["decisions"] = {
+        ACCEPT: int((validity >= sidecar.accept.value).sum()),
+        REJECT: int(((validity <= sidecar.reject.value) & (validity < sidecar.accept.value)).sum()),
+    }
+    figures["spam_flag"] = {
+        "precision": float(is_spam[spam >= sidecar.spam.value].mean()) if (spam >= sidecar.spam.value).any() else 0.0,
+        "recall": float((spam >= sidecar.spam.value)[is_spam].mean()) if is_spam.any() else 0.0,
+    }
+    figures["average_precision"] = {
+        "validity": float(average_precision_score(is_aduan, validity)) if is_aduan.any() else 0.0,
+        "spam": float(average_precision_score(is_spam, spam)) if is_spam.any() else 0.0,
+    }
+    figures["n"] = len(labels)
+    return figures
+
+
+def save_plots(
+    probs: np.ndarray, labels: Sequence[str], sidecar: Sidecar, out_dir: Path, title: str = ""
+) -> list[Path]:
+    """confusion_matrix.png and pr_curves.png for one labelled set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label_ids = {label: i for i, label in enumerate(sidecar.labels)}
+    y_true = np.array([label_ids[label] for label in labels])
+    matrix = confusion_matrix(y_true, probs.argmax(axis=1), labels=list(range(len(sidecar.labels))))
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(sidecar.labels)), sidecar.labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(sidecar.labels)), sidecar.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+        )
+    ax.set_title(f"Confusion matrix {title}".strip())
+    fig.tight_layout()
+    cm_path = out_dir / "confusion_matrix.png"
+    fig.savefig(cm_path, dpi=110)
+    plt.close(fig)
+
+    validity, spam = score_columns(probs, sidecar)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, score, members in (
+        ("validity (aduan)", validity, sidecar.scores["validity"]),
+        ("spam (" + "+".join(sidecar.scores["spam"]) + ")", spam, sidecar.scores["spam"]),
+    ):
+        positive = np.isin(y_true, [label_ids[m] for m in members])
+        if positive.any() and (~positive).any():
+            precision, recall, _ = precision_recall_curve(positive, score)
+            ax.plot(
+                recall,
+                precision,
+                label=f"{name}, AP={average_precision_score(positive, score):.3f}",
+            )
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    ax.set_title(f"Precision-recall {title}".strip())
+    fig.tight_layout()
+    pr_path = out_dir / "pr_curves.png"
+    fig.savefig(pr_path, dpi=110)
+    plt.close(fig)
+    return [cm_path, pr_path]
+
+
+def summary_line(name: str, figures: dict[str, Any]) -> str:
+    band = figures["decision_band"]
+    return (
+        f"{name:<12} n={figures['n']:<6} macro-F1={figures['macro_f1']:.3f}  "
+        f"accept precision={band['accept_precision']:.3f}  aduan rejected={band['aduan_rejected_rate']:.3%}  "
+        f"review={band['review_rate']:.1%}"
+    )
