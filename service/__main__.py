@@ -1,0 +1,27 @@
+"""`python -m service`: serve the configured model folder with uvicorn (one worker per process)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from service.app import create_app
+from service.logs import configure_logging
+from service.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,  # one copy of the model per process; scale with replicas
+        access_log=False,  # saring logs its own JSON line per request, without client addresses
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

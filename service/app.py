@@ -1,0 +1,65 @@
+"""The app factory: settings in, FastAPI app out; the model loads in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import RequestGuard
+from service.routes import router
+from service.settings import Settings, get_settings
+from service.state import AppState, BackendFactory
+
+logger = logging.getLogger("saring")
+
+
+def default_backend_factory(settings: Settings) -> BackendFactory:
+    def load(model_dir: Path):
+        from service.backend import load_backend  # imports torch or onnxruntime, lazily
+
+        return load_backend(model_dir, kind=settings.backend, device=settings.device, num_threads=settings.threads())
+
+    return load
+
+
+def create_app(settings: Settings | None = None, backend_factory: BackendFactory | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    state = AppState(settings, metrics, backend_factory or default_backend_factory(settings))
+    state.api_keys = settings.all_api_keys()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.load_initial()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(_reload_quietly(state))
+            )
+        yield
+        state.ready = False
+        await state.infer.stop()
+
+    app = FastAPI(
+        title="saring",
+        summary="Validity and spam scores for messages to public complaint channels.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.saring = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _reload_quietly(state: AppState) -> None:
+    with contextlib.suppress(Exception):  # refusal is already logged and shown in /v1/model
+        await state.reload()

@@ -1,0 +1,205 @@
+"""Admission, queue and dynamic batching between the HTTP layer and one model backend.
+
+Like text-embeddings-inference's `Infer` + queue task: a request takes a non-blocking permit (no
+permit, immediate 429), is tokenised, and its messages join one FIFO queue, each with its own
+future. A single batching task forms batches bounded by count and padded tokens and runs them
+one at a time on a single model thread, so forwards never overlap on the same weights. A failed
+forward fails only the messages of its batch. Every item remembers the backend that tokenised it,
+so a model swapped in mid-flight never receives the old tokenizer's ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.backend import Backend, padded_tokens
+from service.errors import SaringError
+from service.metrics import ServiceMetrics
+
+logger = logging.getLogger("saring.infer")
+
+
+@dataclass
+class _Item:
+    ids: list[int]
+    backend: Backend
+    future: asyncio.Future[np.ndarray]
+
+
+@dataclass
+class Scored:
+    """Probabilities (n, labels) in request order, the backend that produced them, truncation flags."""
+
+    probs: np.ndarray
+    backend: Backend
+    truncated: list[bool]
+
+
+class Infer:
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: ServiceMetrics,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 4096,
+        max_wait_ms: float = 2.0,
+        max_inflight_requests: int = 64,
+        max_queued_messages: int = 4096,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_inflight = max_inflight_requests
+        self.max_queued = max_queued_messages
+        self.timeout_s = request_timeout_s
+        self.inflight = 0
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wakeup = asyncio.Event()
+        # One thread runs every forward: the model is never entered twice at once.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saring-model")
+        self._task: asyncio.Task | None = None
+        self._seconds_per_message = 0.01  # running estimate, for Retry-After
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._batch_loop(), name="saring-batcher")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the batching task and the model thread."""
+        deadline = time.monotonic() + self.timeout_s
+        while self._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(SaringError(503, "server is shutting down", retry_after=1))
+        self._queue.clear()
+        self._model_thread.shutdown(wait=True)
+
+    def swap_backend(self, backend: Backend) -> Backend:
+        """Serve new requests with `backend`; items already queued finish on the old one."""
+        old, self.backend = self.backend, backend
+        return old
+
+    async def run_on_model_thread(self, fn, *args):
+        """Run work that touches the weights (warm-up, explanations) between batches, never during one."""
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
+
+    # -- requests --------------------------------------------------------------------------
+    def retry_after(self) -> float:
+        return max(1.0, len(self._queue) * self._seconds_per_message)
+
+    async def score(self, texts: Sequence[str]) -> Scored:
+        """Admit, tokenise, queue and await the probabilities of `texts`."""
+        if self.inflight >= self.max_inflight:
+            self.metrics.refused.labels("inflight_limit").inc()
+            raise SaringError(
+                429,
+                f"too many requests in flight (limit {self.max_inflight}, SARING_MAX_INFLIGHT_REQUESTS); retry later",
+                retry_after=self.retry_after(),
+            )
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            return await self._score_admitted(texts)
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+
+    async def _score_admitted(self, texts: Sequence[str]) -> Scored:
+        backend = self.backend
+        if len(self._queue) + len(texts) > self.max_queued:
+            self.metrics.refused.labels("queue_full").inc()
+            raise SaringError(
+                429,
+                f"queue is full ({len(self._queue)} messages waiting, limit {self.max_queued}, "
+                "SARING_MAX_QUEUED_MESSAGES); retry later",
+                retry_after=self.retry_after(),
+            )
+        # Tokenising a large call takes milliseconds: keep it off the event loop.
+        encoded = await asyncio.to_thread(backend.encode, texts) if len(texts) > 8 else backend.encode(texts)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        # Shortest first, so the batches cut from a large call hold messages of similar length.
+        for i in sorted(range(len(texts)), key=lambda i: len(encoded.ids[i])):
+            self._queue.append(_Item(encoded.ids[i], backend, futures[i]))
+        self.metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        try:
+            rows = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout_s)
+        except TimeoutError:
+            for f in futures:
+                f.cancel()  # the batcher drops cancelled items before the forward
+            self.metrics.refused.labels("timeout").inc()
+            raise SaringError(
+                503,
+                f"not scored within {self.timeout_s:g} s (SARING_REQUEST_TIMEOUT_S); the server is overloaded",
+                type="timeout",
+                retry_after=self.retry_after(),
+            ) from None
+        return Scored(probs=np.vstack(rows), backend=backend, truncated=encoded.truncated)
+
+    # -- batching task ---------------------------------------------------------------------
+    def _next_batch(self) -> list[_Item]:
+        """FIFO, one backend per batch, bounded by count and padded tokens."""
+        batch: list[_Item] = []
+        lengths: list[int] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            item = self._queue[0]
+            if item.future.done():  # cancelled by a timeout or a failed sibling
+                self._queue.popleft()
+                continue
+            if batch and (
+                item.backend is not batch[0].backend or padded_tokens([*lengths, len(item.ids)]) > self.max_batch_tokens
+            ):
+                break
+            batch.append(self._queue.popleft())
+            lengths.append(len(item.ids))
+        return batch
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self.max_wait_s and len(self._queue) < self.max_batch_size:
+                await asyncio.sleep(self.max_wait_s)  # let concurrent requests join this batch
+            batch = self._next_batch()
+            self.metrics.queue_depth.set(len(self._queue))
+            if not batch:
+                continue
+            backend = batch[0].backend
+            started = time.perf_counter()
+            try:
+                probs = await loop.run_in_executor(self._model_thread, backend.forward, [it.ids for it in batch])
+            except Exception as exc:  # the model failed: only this batch's messages fail
+                logger.exception("forward failed for a batch of %d", len(batch))
+                error = SaringError(500, f"model error: {type(exc).__name__}", type="model_error")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            elapsed = time.perf_counter() - started
+            self._seconds_per_message = 0.8 * self._seconds_per_message + 0.2 * elapsed / len(batch)
+            lengths = [len(it.ids) for it in batch]
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.forward_seconds.observe(elapsed)
+            self.metrics.real_tokens.inc(sum(lengths))
+            self.metrics.padded_tokens.inc(padded_tokens(lengths))
+            for item, row in zip(batch, probs, strict=True):
+                if not item.future.done():
+                    item.future.set_result(row)

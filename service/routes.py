@@ -1,0 +1,129 @@
+"""HTTP handlers. They validate, call `Infer` and shape answers; they never touch the model."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.errors import SaringError
+from service.logs import mask_pii
+from service.schemas import ModelInfo, ReloadRequest, ScoreRequest, ScoreResponse, ScoreResult
+from service.scoring import score_rows
+from service.state import AppState
+
+router = APIRouter()
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.saring
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def require_api_key(request: Request, state: State) -> None:
+    """When API keys are configured, /v1/* needs `Authorization: Bearer <key>`."""
+    keys = state.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    supplied = token.strip().encode() if scheme.lower() == "bearer" else b""
+    # Compare against every key, in constant time, so timing tells nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(supplied, key.encode())
+    if not matched:
+        raise SaringError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+
+
+def require_ready(state: State) -> None:
+    if not state.ready:
+        raise SaringError(503, "model is still loading", type="not_ready", retry_after=5)
+
+
+Protected = [Depends(require_api_key), Depends(require_ready)]
+
+
+@router.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True, dependencies=Protected)
+async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
+    """Score messages: validity, spam, category and an accept/review/reject decision each, in request order."""
+    s = state.settings
+    if len(body.messages) > s.max_messages_per_request:
+        raise SaringError(
+            413,
+            f"{len(body.messages)} messages in one call; the limit is {s.max_messages_per_request} "
+            "(SARING_MAX_MESSAGES_PER_REQUEST)",
+        )
+    for i, message in enumerate(body.messages):
+        if len(message.text) > s.max_chars_per_message:
+            raise SaringError(
+                422,
+                f"messages[{i}].text has {len(message.text)} characters; the limit is {s.max_chars_per_message} "
+                "(SARING_MAX_CHARS_PER_MESSAGE)",
+            )
+    texts = [m.text for m in body.messages]
+    scored = await state.infer.score(texts)
+    sidecar = scored.backend.sidecar
+    results = []
+    decisions: dict[str, int] = {}
+    for message, result, truncated in zip(
+        body.messages, score_rows(scored.probs, sidecar), scored.truncated, strict=True
+    ):
+        decisions[result.decision] = decisions.get(result.decision, 0) + 1
+        results.append(
+            ScoreResult(
+                id=message.id,
+                validity=result.validity,
+                spam=result.spam,
+                category=result.category,
+                probabilities=result.probabilities,
+                decision=result.decision,
+                is_spam=result.is_spam,
+                truncated=truncated,
+            )
+        )
+    for decision, count in decisions.items():
+        state.metrics.decisions.labels(decision).inc(count)
+    state.metrics.spam_flags.inc(sum(r.is_spam for r in results))
+    log_fields = {"messages": len(texts), "decisions": decisions, "model_version": sidecar.version}
+    if s.log_texts:
+        log_fields["texts"] = [mask_pii(t) for t in texts]
+    request.scope["state"]["log_fields"] = log_fields
+    return ScoreResponse(model={"name": sidecar.name, "version": sidecar.version}, results=results)
+
+
+@router.get("/v1/model", response_model=ModelInfo, dependencies=Protected)
+async def model_info(state: State) -> dict:
+    """The served model: name, version, labels, thresholds, headline figures and the last reload error."""
+    return state.model_info()
+
+
+@router.post("/v1/admin/reload", response_model=ModelInfo, dependencies=[Depends(require_api_key)])
+async def reload_model(state: State, body: ReloadRequest | None = None) -> dict:
+    """Load a model folder without a restart; requests in flight finish on the old model."""
+    if not state.api_keys:
+        raise SaringError(403, "admin endpoints are disabled: set SARING_API_KEYS to enable them")
+    require_ready(state)
+    await state.reload(body.model_dir if body else None)
+    return state.model_info()
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> dict:
+    """The model is loaded and warmed up: send traffic."""
+    require_ready(state)
+    return {"status": "ready", "model": state.infer.backend.sidecar.version}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,80 @@
+"""Request and response bodies of the scoring API (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class Message(BaseModel):
+    id: str | None = Field(None, max_length=256, description="Caller's id, echoed back (null when absent).")
+    text: str = Field(description="The message as received (WhatsApp, SMS, web form).")
+
+    @field_validator("text")
+    @classmethod
+    def _usable_text(cls, text: str) -> str:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("text is not valid Unicode (lone surrogate)") from exc
+        if not text.strip():
+            raise ValueError("text is empty")
+        return text
+
+
+class ScoreRequest(BaseModel):
+    messages: list[Message] = Field(min_length=1, description="Messages to score, answered in this order.")
+    explain: bool = Field(False, description="Also return the words that moved validity and spam most (slower).")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class WordWeight(BaseModel):
+    word: str
+    validity: float = Field(
+        description="How much removing this word lowers validity (positive: it made the message look genuine)."
+    )
+    spam: float = Field(description="How much removing this word lowers spam.")
+
+
+class ScoreResult(BaseModel):
+    id: str | None
+    validity: float = Field(description="P(genuine, actionable complaint), calibrated.")
+    spam: float = Field(description="P(spam) + P(prank), calibrated.")
+    category: str = Field(description="Most likely label.")
+    probabilities: dict[str, float]
+    decision: Literal["accept", "review", "reject"]
+    is_spam: bool
+    truncated: bool = Field(description="The text was longer than the model reads and was cut.")
+    near_duplicates: int | None = Field(None, description="Near-identical messages seen recently (flood detection).")
+    explanation: list[WordWeight] | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: ModelRef
+    results: list[ScoreResult]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    base_model: str
+    labels: list[str]
+    scores: dict[str, list[str]]
+    thresholds: dict[str, dict[str, Any]]
+    temperature: float
+    max_length: int
+    created_at: str
+    metrics: dict[str, Any] = Field(description="Summary of the folder's validation and test figures.")
+    backend: str
+    device: str
+    model_dir: str
+    last_reload_error: str | None = Field(None, description="Why the last reload was refused, if it was.")
+
+
+class ReloadRequest(BaseModel):
+    model_dir: str | None = Field(None, description="Folder to load; default: the configured SARING_MODEL_DIR.")

@@ -1,0 +1,102 @@
+"""Every knob of the service, read from `SARING_*` environment variables (or a .env file).
+
+The help text of each field says what it does and how to tune it; README.md's configuration
+table is generated from the same descriptions.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SARING_", env_file=".env", extra="ignore")
+
+    # Where and what to serve
+    model_dir: Path = Field(Path("models/default"), description="Model folder to serve (DESIGN.md section 2).")
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 inside containers.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="Inference backend: torch, or onnx (ONNX Runtime, faster on CPU; needs model.onnx)."
+    )
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads for the model on CPU. Default: cores - 1 (at least 1), leaving a core "
+        "for the event loop and tokenisation; more threads than free cores slows everything down.",
+    )
+
+    # Batching
+    max_batch_size: int = Field(32, ge=1, description="Most messages in one forward pass.")
+    max_batch_tokens: int = Field(
+        4096,
+        ge=16,
+        description="Most padded tokens (longest message x batch size) in one forward; bounds memory and "
+        "keeps a few long messages from slowing a whole batch.",
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the batcher waits for more messages before running a partial batch."
+    )
+
+    # Admission and limits
+    max_inflight_requests: int = Field(
+        64, ge=1, description="Requests admitted at once; more get 429 with Retry-After immediately."
+    )
+    max_queued_messages: int = Field(
+        4096, ge=1, description="Messages waiting for the model; a request that would exceed it gets 429."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="A request not answered within this time gets 503 (never a hang)."
+    )
+    max_messages_per_request: int = Field(256, ge=1, description="Messages in one /v1/score call.")
+    max_chars_per_message: int = Field(
+        10_000, ge=1, description="Characters in one message; longer ones are refused (422) before tokenising."
+    )
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+
+    # Security and logs
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when set, /v1/* needs 'Authorization: Bearer <key>'. Empty: no auth.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (e.g. a Docker secret), added to SARING_API_KEYS."
+    )
+    log_texts: bool = Field(
+        False, description="Log message texts (NIK-like numbers and phone numbers masked). Off by default."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    warmup: bool = Field(True, description="Run one batch at start-up before /readyz reports ready.")
+    graceful_shutdown_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long accepted requests may take to finish before exit."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file:
+            lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return keys
+
+    def threads(self) -> int:
+        import os
+
+        return self.num_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
