@@ -7,6 +7,8 @@ import sys
 COMMANDS = {
     "train": "fine-tune a base model on labelled messages and write a model folder",
     "evaluate": "score a labelled file with a model folder and write metrics.json and plots",
+    "augment": "add seeded slang/typo/casing variants to written training messages",
+    "real-eval-set": "draw a labelled evaluation set from the public data in ../shared/datasets",
 }
 
 
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.train import main as run
     elif command == "evaluate":
         from training.evaluate import main as run
+    elif command == "augment":
+        from training.seed_commands import augment_main as run
+    elif command == "real-eval-set":
+        from training.seed_commands import real_set_main as run
     return run(rest)
 
 

@@ -103,6 +103,17 @@ class DataArguments:
         metadata={"help": "Share held out for validation when no validation file is given."},
     )
     max_length: int = field(default=128, metadata={"help": "Tokens per message; longer ones are truncated."})
+    extra_eval_file: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "More labelled sets to score into metrics.json and the model card, as NAME=PATH "
+            "(e.g. real=build/real_mixed.jsonl). They may lack classes (real data has no pranks)."
+        },
+    )
+    compare_baseline: bool = field(
+        default=False,
+        metadata={"help": "Also train TF-IDF + logistic regression on the same split and report it beside."},
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training rows (smoke tests)."}
     )

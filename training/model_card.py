@@ -8,13 +8,33 @@ from typing import Any
 from service.model_folder import Sidecar
 
 
+def _baseline_table(metrics: dict[str, Any]) -> str:
+    if "baseline" not in metrics:
+        return ""
+    names = list(metrics["baseline"])
+    rows = [
+        "\n## Against the TF-IDF + logistic regression baseline",
+        "Same training split, same figures (macro-F1 over the labels each set contains).\n",
+        "| model | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        "| this model | " + " | ".join(f"{metrics[n]['macro_f1']:.3f}" for n in names) + " |",
+        "| TF-IDF + LR | " + " | ".join(f"{metrics['baseline'][n]['macro_f1']:.3f}" for n in names) + " |",
+    ]
+    return "\n".join(rows) + "\n"
+
+
 def _figures_table(metrics: dict[str, Any], labels: list[str]) -> str:
-    splits = [name for name in ("validation", "test") if name in metrics]
+    splits = metrics.get("evaluated") or [name for name in ("validation", "test") if name in metrics]
     rows = ["| figure | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     rows.append("| macro-F1 | " + " | ".join(f"{metrics[s]['macro_f1']:.3f}" for s in splits) + " |")
     for label in labels:
         rows.append(
-            f"| F1 `{label}` | " + " | ".join(f"{metrics[s]['per_class'][label]['f1']:.3f}" for s in splits) + " |"
+            f"| F1 `{label}` | "
+            + " | ".join(
+                f"{metrics[s]['per_class'][label]['f1']:.3f}" if metrics[s]["per_class"][label]["support"] else "-"
+                for s in splits
+            )
+            + " |"
         )
     for key, fmt in (
         ("accept_precision", "{:.3f}"),
@@ -74,8 +94,9 @@ complaint. Not for deciding on its own that a citizen's report is false: text ca
 ## Figures
 {_figures_table(metrics, sidecar.labels)}
 
-`aduan_rejected_rate` is the share of genuine complaints that land in the reject band.
-
+`aduan_rejected_rate` is the share of genuine complaints that land in the reject band; "-" marks a
+class the set does not contain.
+{_baseline_table(metrics)}
 ## Decision band
 | threshold | value | chosen for | validation figures at that value |
 |---|---|---|---|

@@ -40,6 +40,7 @@ from training.arguments import (
     SaringTrainingArguments,
 )
 from training.atomic import atomic_folder
+from training.baseline import baseline_figures, train_baseline
 from training.calibration import (
     fit_temperature,
     fold_temperature,
@@ -330,6 +331,28 @@ def finalise(
             probs, _ = predict(backend, split.texts)
             metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
             logger.info(summary_line(split.name, metrics[split.name]))
+        extra = [
+            load_split(
+                name, [path], data_args.text_column, data_args.label_column, labels, data_args.parsed_label_map()
+            )
+            for name, path in (
+                spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec) for spec in data_args.extra_eval_file
+            )
+        ]
+        for split in extra:
+            probs, _ = predict(backend, split.texts)
+            metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
+            logger.info(summary_line(split.name, metrics[split.name]))
+        metrics["evaluated"] = [s.name for s in (validation, test, *extra) if s is not None]
+        if data_args.compare_baseline:
+            baseline = train_baseline(splits["train"].texts, splits["train"].labels, labels, training_args.seed)
+            metrics["baseline"] = {
+                s.name: baseline_figures(baseline, s.texts, s.labels, labels)
+                for s in (validation, test, *extra)
+                if s is not None
+            }
+            for name, figures in metrics["baseline"].items():
+                logger.info("baseline %-12s macro-F1=%.3f", name, figures["macro_f1"])
         shown = test or validation
         probs, _ = predict(backend, shown.texts)
         save_plots(probs, shown.labels, backend.sidecar, staging, title=f"({shown.name})")

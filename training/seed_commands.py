@@ -1,0 +1,45 @@
+"""Small data commands: `augment` (noise on written seed data) and `real-eval-set` (public data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+
+@dataclass
+class AugmentArguments:
+    input: str = field(metadata={"help": "JSONL of written messages (text, label, ...)."})
+    output: str = field(metadata={"help": "JSONL to write: every input row plus its variants."})
+    per_message: int = field(default=1, metadata={"help": "Variants per written message."})
+    seed: int = field(default=13, metadata={"help": "Seed: the same seed gives the same file."})
+
+
+@dataclass
+class RealSetArguments:
+    datasets: str = field(default="../shared/datasets", metadata={"help": "Folder of the public data sets."})
+    output: str = field(default="build/real_mixed.jsonl", metadata={"help": "JSONL to write (keep it out of git)."})
+    per_source: int = field(default=150, metadata={"help": "Rows per source (complaints get twice as many)."})
+    seed: int = field(default=7, metadata={"help": "Sampling seed."})
+
+
+def augment_main(argv: list[str]) -> int:
+    from training.augment import augment_file
+
+    (args,) = HfArgumentParser(AugmentArguments).parse_args_into_dataclasses(args=argv)
+    counts = augment_file(Path(args.input), Path(args.output), args.per_message, args.seed)
+    print(f"wrote {args.output}: {counts['written']} written + {counts['augmented']} augmented rows")
+    return 0
+
+
+def real_set_main(argv: list[str]) -> int:
+    from collections import Counter
+
+    from training.real_data import build_real_set, write_real_set
+
+    (args,) = HfArgumentParser(RealSetArguments).parse_args_into_dataclasses(args=argv)
+    out = write_real_set(args.datasets, args.output, args.per_source, args.seed)
+    counts = Counter(r["source"] for r in build_real_set(args.datasets, args.per_source, args.seed))
+    print(f"wrote {out}: {dict(counts)}")
+    return 0
