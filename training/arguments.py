@@ -119,6 +119,8 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.train_file, str):  # a JSON config may give one file as a plain string
+            self.train_file = [self.train_file]
         if not self.train_file:
             raise ValueError("--train_file is required (one or more files)")
         if not 0.0 < self.validation_split < 0.5:
@@ -133,10 +135,14 @@ class DataArguments:
     def parsed_label_map(self) -> dict[str, str]:
         if not self.label_map:
             return {}
-        text = self.label_map
-        if Path(text).is_file():
-            text = Path(text).read_text(encoding="utf-8")
-        mapping = json.loads(text)
+        if isinstance(self.label_map, dict):  # a JSON config file may hold the object itself
+            mapping = self.label_map
+        else:
+            text = self.label_map
+            # An inline object is never a path (and a long one would overflow the file name limit).
+            if not text.lstrip().startswith("{") and Path(text).is_file():
+                text = Path(text).read_text(encoding="utf-8")
+            mapping = json.loads(text)
         if not isinstance(mapping, dict):
             raise ValueError("--label_map must be a JSON object of raw label -> model label")
         return {str(k): str(v) for k, v in mapping.items()}

@@ -187,7 +187,17 @@ def stratified_split(split: Split, share: float, seed: int) -> tuple[Split, Spli
         groups.setdefault(normalise_for_dedup(example.text), []).append(example)
     keys = list(groups)
     strata = [groups[k][0].label for k in keys]
-    train_keys, val_keys = train_test_split(keys, test_size=share, random_state=seed, stratify=strata)
+    try:
+        train_keys, val_keys = train_test_split(keys, test_size=share, random_state=seed, stratify=strata)
+    except ValueError as exc:  # too few distinct texts for some class, or fewer held-out rows than classes
+        counts = dict(Counter(strata))
+        raise DataValidationError(
+            [
+                f"{split.source}: cannot hold out {share:.0%} for validation with every class on both sides "
+                f"(distinct texts per class: {counts}; {exc}). Add rows, raise --validation_split "
+                "or pass --validation_file"
+            ]
+        ) from exc
     train = Split("train", split.source, [e for k in train_keys for e in groups[k]])
     val = Split(
         "validation",

@@ -1,0 +1,131 @@
+"""Fixtures and helpers for the training package's tests (tests/test_training_*.py).
+
+tests/conftest.py belongs to the whole suite, so these live here and each training test module
+imports what it uses. The model folder is trained once per session (a module-level cache: a
+fixture imported into several modules would otherwise run once per module) by the real
+`training.train.main` with `scratch:tiny`, so nothing touches the hub.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# `.venv/bin/pytest` puts only tests/ on sys.path; the packages under test live in the repo root.
+for entry in (str(ROOT), str(ROOT / "tests" / "fixtures")):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+from make_messages import PLACES, make_messages, write_jsonl  # noqa: E402
+
+PYTHON = ROOT / ".venv" / "bin" / "python"
+TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
+CATEGORIES = ["aduan", "bukan_aduan", "iseng", "spam"]
+
+
+def train_argv(train: Path | list[Path], out: Path, *extra: str, epochs: int = 15) -> list[str]:
+    """Flags for a fast scratch:tiny run that learns the synthetic messages."""
+    files = [str(p) for p in (train if isinstance(train, list) else [train])]
+    return [
+        "--model_name_or_path", "scratch:tiny",
+        "--train_file", *files,
+        "--output_dir", str(out),
+        "--num_train_epochs", str(epochs),
+        "--learning_rate", "5e-3",
+        "--use_cpu", "true",
+        "--early_stopping_patience", "0",
+        "--disable_tqdm", "true",
+        "--report_to", "none",
+        "--seed", "7",
+        *extra,
+    ]  # fmt: skip
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for `python -m training` children: repo importable, hub switched off, quiet."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Messages:
+    """Three disjoint labelled files: places never repeat between them, so no text leaks."""
+
+    train: Path
+    validation: Path
+    test: Path
+
+
+@dataclass(frozen=True)
+class Trained:
+    folder: Path
+    data: Messages
+
+
+def write_messages(root: Path) -> Messages:
+    root.mkdir(parents=True, exist_ok=True)
+    return Messages(
+        train=write_jsonl(make_messages(40, seed=1, places=PLACES[:10]), root / "train.jsonl"),
+        validation=write_jsonl(make_messages(8, seed=2, places=PLACES[10:15]), root / "validation.jsonl"),
+        test=write_jsonl(make_messages(10, seed=3, places=PLACES[15:]), root / "test.jsonl"),
+    )
+
+
+_CACHE: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def messages(tmp_path_factory: pytest.TempPathFactory) -> Messages:
+    if "messages" not in _CACHE:
+        _CACHE["messages"] = write_messages(tmp_path_factory.mktemp("training-data"))
+    return _CACHE["messages"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, messages: Messages) -> Trained:
+    """A complete model folder trained once per session with a validation and a test file.
+
+    Tests must not modify it; copy it first (shutil.copytree) to change anything.
+    """
+    if "trained" not in _CACHE:
+        from training.train import main
+
+        out = tmp_path_factory.mktemp("training-models") / "tiny"
+        argv = train_argv(
+            messages.train,
+            out,
+            "--validation_file", str(messages.validation),
+            "--test_file", str(messages.test),
+            "--save_strategy", "no",
+            "--load_best_model_at_end", "false",
+        )  # fmt: skip
+        assert main(argv) == 0
+        _CACHE["trained"] = Trained(folder=out, data=messages)
+    return _CACHE["trained"]  # type: ignore[return-value]
