@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from training.data import normalise_for_dedup
+
 # formal -> informal spellings seen in WhatsApp/SMS Indonesian (and the way back).
 SLANG: dict[str, list[str]] = {
     "yang": ["yg"],
@@ -138,17 +140,53 @@ def variants(text: str, n: int, rng: random.Random) -> list[str]:
     return out
 
 
-def augment_file(source: Path, out: Path, per_message: int = 1, seed: int = 13) -> dict[str, int]:
-    """Write `source` rows plus `per_message` variants each (marked origin=augmented) to `out`."""
+def augment_file(
+    source: Path,
+    out: Path,
+    per_message: int = 1,
+    seed: int = 13,
+    validation_out: Path | None = None,
+    validation_share: float = 0.15,
+) -> dict[str, int]:
+    """Write `source` rows plus `per_message` variants each (marked origin=augmented) to `out`.
+
+    With `validation_out`, a stratified share of the written rows is held out first, unaugmented,
+    so no variant of a validation message is trained on (thresholds are fitted on validation).
+    """
     rng = random.Random(seed)
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    written = augmented = 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
+    held_out: list[dict] = []
+    if validation_out is not None:
+        by_label: dict[str, list[dict]] = {}
         for row in rows:
-            fh.write(json.dumps({**row, "origin": "written"}, ensure_ascii=False) + "\n")
-            written += 1
-            for text in variants(row["text"], per_message, rng):
-                fh.write(json.dumps({**row, "text": text, "origin": "augmented"}, ensure_ascii=False) + "\n")
-                augmented += 1
-    return {"written": written, "augmented": augmented}
+            by_label.setdefault(row["label"], []).append(row)
+        rows = []
+        for label in sorted(by_label):
+            group = by_label[label]
+            rng.shuffle(group)
+            k = round(len(group) * validation_share)
+            held_out += group[:k]
+            rows += group[k:]
+        _write(validation_out, held_out)
+    # A variant may coincide with another message ("tes" -> "TES"): never with a held-out one,
+    # and never twice.
+    seen = {normalise_for_dedup(r["text"]) for r in held_out}
+    written = augmented = 0
+    out_rows = []
+    for row in rows:
+        for text in [row["text"], *variants(row["text"], per_message, rng)]:
+            key = normalise_for_dedup(text)
+            if key in seen:
+                continue
+            seen.add(key)
+            origin = "written" if text is row["text"] else "augmented"
+            out_rows.append({**row, "text": text, "origin": origin})
+            written += origin == "written"
+            augmented += origin == "augmented"
+    _write(out, out_rows)
+    return {"written": written, "augmented": augmented, "validation": len(held_out)}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -14,6 +14,10 @@ class AugmentArguments:
     output: str = field(metadata={"help": "JSONL to write: every input row plus its variants."})
     per_message: int = field(default=1, metadata={"help": "Variants per written message."})
     seed: int = field(default=13, metadata={"help": "Seed: the same seed gives the same file."})
+    validation_output: str | None = field(
+        default=None, metadata={"help": "Also hold out written rows, unaugmented, as a validation file here."}
+    )
+    validation_share: float = field(default=0.15, metadata={"help": "Share of written rows held out."})
 
 
 @dataclass
@@ -28,8 +32,13 @@ def augment_main(argv: list[str]) -> int:
     from training.augment import augment_file
 
     (args,) = HfArgumentParser(AugmentArguments).parse_args_into_dataclasses(args=argv)
-    counts = augment_file(Path(args.input), Path(args.output), args.per_message, args.seed)
+    validation = Path(args.validation_output) if args.validation_output else None
+    counts = augment_file(
+        Path(args.input), Path(args.output), args.per_message, args.seed, validation, args.validation_share
+    )
     print(f"wrote {args.output}: {counts['written']} written + {counts['augmented']} augmented rows")
+    if validation:
+        print(f"wrote {validation}: {counts['validation']} written rows held out for validation")
     return 0
 
 
