@@ -1,8 +1,7 @@
 """Fixtures and helpers for the training package's tests (tests/test_training_*.py).
 
 tests/conftest.py belongs to the whole suite, so these live here and each training test module
-imports what it uses. The model folder is trained once per session (a module-level cache: a
-fixture imported into several modules would otherwise run once per module) by the real
+imports what it uses. The model folder is trained once per session (a module-level cache) by the real
 `training.train.main` with `scratch:tiny`, so nothing touches the hub.
 """
 
@@ -101,31 +100,33 @@ def write_messages(root: Path) -> Messages:
 _CACHE: dict[str, object] = {}
 
 
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory: pytest.TempPathFactory) -> Messages:
+def session_messages(tmp_path_factory: pytest.TempPathFactory) -> Messages:
+    """The session's data files, written once (call from a session-scoped fixture)."""
     if "messages" not in _CACHE:
         _CACHE["messages"] = write_messages(tmp_path_factory.mktemp("training-data"))
     return _CACHE["messages"]  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, messages: Messages) -> Trained:
+def session_trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A complete model folder trained once per session with a validation and a test file.
 
-    Tests must not modify it; copy it first (shutil.copytree) to change anything.
+    Each test module wraps this in its own fixture (fixtures imported into several modules would
+    run once per module); the cache here makes it one training per session. Tests must not
+    modify the folder: copy it first (shutil.copytree) to change anything.
     """
     if "trained" not in _CACHE:
         from training.train import main
 
+        data = session_messages(tmp_path_factory)
         out = tmp_path_factory.mktemp("training-models") / "tiny"
         argv = train_argv(
-            messages.train,
+            data.train,
             out,
-            "--validation_file", str(messages.validation),
-            "--test_file", str(messages.test),
+            "--validation_file", str(data.validation),
+            "--test_file", str(data.test),
             "--save_strategy", "no",
             "--load_best_model_at_end", "false",
         )  # fmt: skip
         assert main(argv) == 0
-        _CACHE["trained"] = Trained(folder=out, data=messages)
+        _CACHE["trained"] = Trained(folder=out, data=data)
     return _CACHE["trained"]  # type: ignore[return-value]

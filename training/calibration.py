@@ -65,12 +65,15 @@ def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float
     allowed = int(np.floor(max_rate * len(genuine)))  # how many genuine complaints may fall at or below t
     value = float(np.nextafter(genuine[allowed], -np.inf)) if allowed < len(genuine) else 1.0
     value = max(value, 0.0)
+    rate = float((genuine <= value).mean())
+    # Genuine complaints tied at validity 0.0 (an over-confident model underflows) are rejected even at t = 0.
+    unreachable = " (not reachable on validation data: too many at validity 0)" if rate > max_rate else ""
     return Threshold(
         value=value,
-        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected",
+        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected{unreachable}",
         target=max_rate,
         achieved={
-            "aduan_rejected_rate": float((genuine <= value).mean()),
+            "aduan_rejected_rate": rate,
             "rejected_rate": float((validity <= value).mean()),
             "non_aduan_rejected_share": float((validity[~is_aduan] <= value).mean()) if (~is_aduan).any() else 0.0,
             "support": int(len(genuine)),

@@ -178,6 +178,12 @@ def weighted_loss(train_labels: list[str], labels: list[str]):
         loss = torch.nn.functional.cross_entropy(
             logits.float(), targets, weight=weights.to(logits.device), reduction="sum"
         )
+        if num_items_in_batch is not None:
+            # Trainer's contract for a compute_loss_func: divide by the items of the whole step (all
+            # processes, all accumulation steps); it then multiplies by the process count and skips its
+            # own gradient-accumulation division. The weights average 1 over the data, so this is the
+            # weighted mean; a per-batch mean here would scale loss and gradients by world size.
+            return loss / num_items_in_batch
         # Normalise by the weights of the batch's targets (the mean a weighted CE takes).
         return loss / weights.to(logits.device)[targets].sum()
 
@@ -291,8 +297,13 @@ def finalise(
                 **fit_temperature(logits, val_y),
                 "folded_into_head": True,
             }
-            fold_temperature(backend.model, calibration["temperature"])
-            backend.model.float().save_pretrained(staging)
+            # Fold into a float32 copy: on GPUs the backend holds bf16/fp16 weights, and saving those would
+            # round every weight of the model to half precision.
+            model = AutoModelForSequenceClassification.from_pretrained(staging, dtype=torch.float32)
+            fold_temperature(model, calibration["temperature"])
+            model.save_pretrained(staging)
+            del model
+            backend = TorchBackend(staging, device=device, verify_weights=False)
         logger.info("calibration: %s", json.dumps(calibration))
 
         # 2. Thresholds on calibrated validation probabilities.
