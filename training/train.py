@@ -269,6 +269,9 @@ def finalise(
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(staging)
         placeholder = Threshold(value=0.5, objective="placeholder", target=0.0)
+        # Until the last write the sidecar's checksum is a sentinel that matches no weights, so a run
+        # killed inside this block leaves a staging folder that read_sidecar (and the service) refuses.
+        unfinished = "unfinished: training was interrupted before this folder was complete"
         sidecar = Sidecar(
             name=model_args.model_name or final_dir.name,
             version="",
@@ -283,6 +286,7 @@ def finalise(
             accept=placeholder,
             reject=placeholder,
             spam=placeholder,
+            weights_sha256=unfinished,
         )
         write_sidecar(staging, sidecar)
 
@@ -331,12 +335,12 @@ def finalise(
             "sources": {name: s.source for name, s in splits.items()},
             "label_counts": {name: dict(Counter(s.labels)) for name, s in splits.items()},
         }
-        sidecar.weights_sha256 = weights_sha
         sidecar.created_at = now.isoformat(timespec="seconds")
         write_sidecar(staging, sidecar)
 
-        # 3. Figures for the folder, scored through the finished folder exactly as the service will.
-        backend = TorchBackend(staging, device=device)
+        # 3. Figures for the folder, scored through the finished folder exactly as the service will
+        # (weights unverified: the sidecar still holds the sentinel checksum).
+        backend = TorchBackend(staging, device=device, verify_weights=False)
         metrics = {"model": {"name": sidecar.name, "version": sidecar.version}}
         for split in [s for s in (validation, test) if s is not None]:
             probs, _ = predict(backend, split.texts)
@@ -371,7 +375,8 @@ def finalise(
         metrics["thresholds"] = {k: asdict(getattr(sidecar, k)) for k in ("accept", "reject", "spam")}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         write_model_card(staging, sidecar, metrics, training_args)
-        # The sidecar is rewritten last of all files so a staging folder is never valid early.
+        # The sidecar gets its real checksum last of all files so a staging folder is never valid early.
+        sidecar.weights_sha256 = weights_sha
         write_sidecar(staging, sidecar)
     logger.info("model folder written: %s (%s)", final_dir, SIDECAR_NAME)
     return final_dir
