@@ -47,7 +47,7 @@ def require_ready(state: State) -> None:
 Protected = [Depends(require_api_key), Depends(require_ready)]
 
 
-@router.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True, dependencies=Protected)
+@router.post("/v1/score", response_model=ScoreResponse, dependencies=Protected)
 async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
     """Score messages: validity, spam, category and an accept/review/reject decision each, in request order."""
     s = state.settings

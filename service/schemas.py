@@ -50,8 +50,11 @@ class ScoreResult(BaseModel):
     decision: Literal["accept", "review", "reject"]
     is_spam: bool
     truncated: bool = Field(description="The text was longer than the model reads and was cut.")
-    near_duplicates: int | None = Field(None, description="Near-identical messages seen recently (flood detection).")
-    explanation: list[WordWeight] | None = None
+    # Optional extras are left out of the answer when unset; `id` is always there (null when absent).
+    near_duplicates: int | None = Field(
+        None, description="Near-identical messages seen recently (flood detection).", exclude_if=lambda v: v is None
+    )
+    explanation: list[WordWeight] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ScoreResponse(BaseModel):
@@ -77,4 +80,8 @@ class ModelInfo(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    model_dir: str | None = Field(None, description="Folder to load; default: the configured SARING_MODEL_DIR.")
+    # max_length also makes pydantic refuse text UTF-8 cannot carry (a lone surrogate): 422, not a 500
+    # later when the refusal or /v1/model quotes the path.
+    model_dir: str | None = Field(
+        None, max_length=4096, description="Folder to load; default: the configured SARING_MODEL_DIR."
+    )
