@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from service.app import create_app
@@ -9,9 +11,17 @@ from service.logs import configure_logging
 from service.settings import get_settings
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
+    # uvicorn handles SIGTERM itself (stop accepting, finish accepted requests, lifespan shutdown) and
+    # then raises SIGTERM again under the handler it found at start. With the default one the process
+    # would die of the signal (status 143) after a complete, clean shutdown; this one makes it exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
