@@ -141,8 +141,6 @@ class Infer:
         try:
             rows = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout_s)
         except TimeoutError:
-            for f in futures:
-                f.cancel()  # the batcher drops cancelled items before the forward
             self.metrics.refused.labels("timeout").inc()
             raise SaringError(
                 503,
@@ -150,6 +148,11 @@ class Infer:
                 type="timeout",
                 retry_after=self.retry_after(),
             ) from None
+        finally:
+            # On a timeout, a failed sibling (model error) or cancellation, the request's other messages
+            # are no longer wanted: the batcher drops cancelled items before the forward.
+            for f in futures:
+                f.cancel()
         return Scored(probs=np.vstack(rows), backend=backend, truncated=encoded.truncated)
 
     # -- batching task ---------------------------------------------------------------------
