@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 # NIK (Indonesian ID number): 16 digits, sometimes grouped with spaces, dots or dashes.
 NIK = re.compile(r"(?<!\d)(?:\d[ .\-]?){15}\d(?!\d)")
-# Phone numbers: +62 / 62 / 0 followed by 8-13 more digits, with optional separators.
-PHONE = re.compile(r"(?<![\w+])(?:\+62|62|0)[\s.\-]?8(?:[\s.\-]?\d){7,11}(?!\d)")
+# Phone numbers: +62 / 62 / 0 followed by 8-13 more digits, with optional separators; also when glued
+# to a word ("wa081234567890", "telp.0812..."), only not inside a longer run of digits.
+PHONE = re.compile(r"(?<![\d+])(?:\+62|62|0)[\s.\-]?8(?:[\s.\-]?\d){7,11}(?!\d)")
 
 
 def mask_pii(text: str) -> str:
