@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from service.backend import Encoded
+from service.encoding import TextEncoder, softmax64
 from service.model_folder import read_sidecar
 
 
@@ -36,43 +37,24 @@ class TorchBackend:
         self.device = pick_device(device)
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length)
+        self.tokenizer = self.encoder.tokenizer
+        self.max_length = self.encoder.max_length
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
         # Half precision on GPUs; CPUs keep fp32 (bf16 on CPU is a measured choice, see bench/).
         if self.device.startswith("cuda"):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             model = model.to(dtype)
         self.model = model.to(self.device).eval()
-        self.max_length = min(self.sidecar.max_length, self.tokenizer.model_max_length)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        enc = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            return_overflowing_tokens=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        ids: list[list[int]] = []
-        truncated: list[bool] = []
-        # Overflow rows repeat a sample index; the first row per sample is the truncated text.
-        for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
-            if sample == len(ids):
-                ids.append(enc["input_ids"][row])
-                truncated.append(False)
-            else:
-                truncated[sample] = True
-        return Encoded(ids=ids, truncated=truncated)
+        return self.encoder.encode(texts)
 
     @torch.inference_mode()
     def logits(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        padded = self.tokenizer.pad({"input_ids": [list(ids) for ids in batch]}, return_tensors="pt")
+        padded = self.encoder.pad(batch, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in padded.items()}
         return self.model(**inputs).logits.float().cpu().numpy().astype(np.float64)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        logits = self.logits(batch)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax64(self.logits(batch))
