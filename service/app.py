@@ -25,7 +25,13 @@ def default_backend_factory(settings: Settings) -> BackendFactory:
     def load(model_dir: Path):
         from service.backend import load_backend  # imports torch or onnxruntime, lazily
 
-        return load_backend(model_dir, kind=settings.backend, device=settings.device, num_threads=settings.threads())
+        return load_backend(
+            model_dir,
+            kind=settings.backend,
+            device=settings.device,
+            num_threads=settings.threads(),
+            onnx_variant=settings.onnx_variant,
+        )
 
     return load
 

@@ -91,8 +91,12 @@ def load_backend(
     device: str = "auto",
     num_threads: int | None = None,
     verify_weights: bool = True,
+    onnx_variant: str = "auto",
 ) -> Backend:
-    """Build the backend named by `kind` ("torch" or "onnx") for a model folder."""
+    """Build the backend named by `kind` ("torch" or "onnx") for a model folder.
+
+    onnx_variant (onnx only): "auto", "fp32" or "int8"; see service/onnx_backend.py.
+    """
     if kind == "torch":
         from service.torch_backend import TorchBackend
 
@@ -100,5 +104,5 @@ def load_backend(
     if kind == "onnx":
         from service.onnx_backend import OnnxBackend
 
-        return OnnxBackend(model_dir, num_threads=num_threads, verify_weights=verify_weights)
+        return OnnxBackend(model_dir, num_threads=num_threads, verify_weights=verify_weights, variant=onnx_variant)
     raise ValueError(f"unknown backend {kind!r}: use 'torch' or 'onnx'")

@@ -52,6 +52,9 @@ class Sidecar:
     calibration: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
     created_at: str = ""
+    # ONNX exports of these weights (`python -m training export`): files, checksums, accuracy checks.
+    # Not covered by weights_sha256; the ONNX backend checks each file against its own sha256 here.
+    onnx: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:

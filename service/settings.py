@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnx"] = Field(
         "torch", description="Inference backend: torch, or onnx (ONNX Runtime, faster on CPU; needs model.onnx)."
     )
+    onnx_variant: Literal["auto", "fp32", "int8"] = Field(
+        "auto",
+        description="With backend onnx: which export to serve. auto: int8 when saring.json records an accepted "
+        "one (`python -m training export --int8 --data FILE`), else fp32.",
+    )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     num_threads: int | None = Field(
         None,
