@@ -9,6 +9,7 @@ COMMANDS = {
     "evaluate": "score a labelled file with a model folder and write metrics.json and plots",
     "augment": "add seeded slang/typo/casing variants to written training messages",
     "real-eval-set": "draw a labelled evaluation set from the public data in ../shared/datasets",
+    "export": "write ONNX models (fp32, checked int8) into a model folder for the CPU fast path",
 }
 
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.seed_commands import augment_main as run
     elif command == "real-eval-set":
         from training.seed_commands import real_set_main as run
+    elif command == "export":
+        from training.export import main as run
     return run(rest)
 
 

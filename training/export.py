@@ -1,0 +1,278 @@
+"""`python -m training export`: write ONNX models into a model folder for the CPU fast path.
+
+    python -m training export --model models/default                      # model.onnx (fp32)
+    python -m training export --model models/default --int8 --data val.jsonl
+
+The fp32 export is checked against the torch model (probabilities within FP32_MAX_ABS_DIFF on
+sample texts and --data). The int8 model (onnxruntime dynamic quantisation) is kept only when its
+macro-F1 on --data is at most --max_f1_drop (default 1 point) below the torch model's; otherwise
+it is discarded and the command exits 1. Accepted files are recorded, with their sha256 and the
+check figures, in saring.json's `onnx` field, which the ONNX backend reads to pick what to serve
+(service/onnx_backend.py). model.safetensors and its checksum are never touched.
+
+Files are written under temporary names in the folder and moved into place with os.replace, and
+the sidecar is rewritten (atomically) last, so a reader sees either the old or the new record.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.backend import predict
+from service.model_folder import SIDECAR_NAME, WEIGHTS_NAME, Sidecar, read_sidecar, sha256_file
+from service.onnx_backend import ONNX_FILES, OnnxBackend
+
+logger = logging.getLogger("training")
+
+MAX_F1_DROP = 0.01
+FP32_MAX_ABS_DIFF = 1e-3
+OPSET = 17
+# Varied texts for the fp32 check even without --data: short, long (truncated), emoji, mixed case.
+SAMPLE_TEXTS = [
+    "jalan di desa kami rusak parah mohon diperbaiki",
+    "Assalamualaikum pak, bansos keluarga saya tidak cair padahal sudah terdaftar sejak tahun lalu. "
+    "Mohon ditindaklanjuti karena kami sangat membutuhkan. " * 12,
+    "😀🙏🔥",
+    "SLOT GACOR MAXWIN!!! daftar sekarang bonus 100% wa 0812xxxx",
+    "tes",
+    "lapor mas, ada tuyul di rumah saya wkwk",
+]
+
+
+@dataclass
+class ExportArguments:
+    model: str = field(metadata={"help": "Model folder to export (written into the same folder)."})
+    int8: bool = field(
+        default=False,
+        metadata={"help": "Also write model.int8.onnx (dynamic int8 quantisation); needs --data for the F1 check."},
+    )
+    data: str | None = field(
+        default=None,
+        metadata={"help": "Labelled CSV/JSONL (e.g. the validation data) for the torch vs int8 macro-F1 check."},
+    )
+    max_f1_drop: float = field(
+        default=MAX_F1_DROP, metadata={"help": "Largest macro-F1 drop (0.01 = 1 point) at which int8 is accepted."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
+    label_map: str | None = field(default=None, metadata={"help": "JSON raw label -> model label (inline or file)."})
+    opset: int = field(default=OPSET, metadata={"help": "ONNX opset of the export."})
+    batch_size: int = field(default=32, metadata={"help": "Messages per forward in the checks."})
+
+
+def f1_gate(f1_torch: float, f1_int8: float, max_drop: float = MAX_F1_DROP) -> dict[str, Any]:
+    """Accept a quantised model only if its macro-F1 is at most `max_drop` below the torch model's."""
+    drop = f1_torch - f1_int8
+    return {
+        "macro_f1_torch": round(float(f1_torch), 6),
+        "macro_f1_int8": round(float(f1_int8), 6),
+        "drop": round(float(drop), 6),
+        "max_drop": max_drop,
+        "accepted": bool(drop <= max_drop + 1e-9),  # 1e-9: 0.85 - 0.84 is a hair above 0.01 in floats
+    }
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary file into place: readers see the old file or the new one."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+
+
+def write_sidecar_atomic(folder: Path, sidecar: Sidecar) -> None:
+    tmp = folder / f".{SIDECAR_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(sidecar.to_json() + "\n", encoding="utf-8")
+    publish(tmp, folder / SIDECAR_NAME)
+
+
+def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
+    """torch.onnx.export of the folder's classifier to `out`; returns the graph's input names.
+
+    The TorchScript exporter (dynamo=False) is used: the dynamo exporter needs onnxscript, which
+    this project does not install. Batch and sequence axes are dynamic; the trace input is padded
+    so the attention-mask path is the one recorded.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from service.encoding import TextEncoder
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()
+    accepted = set(inspect.signature(model.forward).parameters)
+    sidecar = read_sidecar(folder, verify_weights=False)
+    encoder = TextEncoder(folder, sidecar.max_length)
+    sample = encoder.pad(encoder.encode(SAMPLE_TEXTS[:2]).ids, return_tensors="pt")
+    if "token_type_ids" in accepted and "token_type_ids" not in sample:
+        sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample and n in accepted]
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(names, tensors, strict=True))).logits
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
+        torch.onnx.export(
+            Logits(),
+            tuple(sample[n] for n in names),
+            str(out),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return names
+
+
+def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
+    """Dynamic int8 quantisation (weights int8 ahead of time, activations at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantiser logs every tensor at INFO on the root logger
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}
+
+
+def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    return {
+        "n": int(len(probs)),
+        "max_abs_diff": float(np.abs(reference - probs).max()) if len(probs) else 0.0,
+        "argmax_agreement": float((reference.argmax(1) == probs.argmax(1)).mean()) if len(probs) else 1.0,
+    }
+
+
+def run_export(args: ExportArguments) -> int:
+    from service.torch_backend import TorchBackend
+    from training.metrics import classification_figures
+
+    folder = Path(args.model)
+    if args.int8 and not args.data:
+        print("--int8 needs --data FILE: the int8 model is only kept if its macro-F1 on labelled data holds up")
+        return 2
+    sidecar = read_sidecar(folder)
+    torch_backend = TorchBackend(folder, device="cpu", verify_weights=False)
+    texts, y_true = list(SAMPLE_TEXTS), None
+    if args.data:
+        from training.arguments import DataArguments
+        from training.data import load_split
+
+        mapping = DataArguments(train_file=["-"], label_map=args.label_map).parsed_label_map()
+        split = load_split("check", [args.data], args.text_column, args.label_column, sidecar.labels, mapping)
+        index = {label: i for i, label in enumerate(sidecar.labels)}
+        y_true = np.array([index[label] for label in split.labels])
+        texts = split.texts + texts
+
+    def score(backend: Any) -> np.ndarray:
+        return predict(backend, texts, max_batch_size=args.batch_size)[0]
+
+    reference = score(torch_backend)
+    pid = os.getpid()
+    tmp_fp32, tmp_int8 = folder / f".model.onnx.tmp-{pid}", folder / f".model.int8.onnx.tmp-{pid}"
+    try:
+        names = export_fp32(folder, tmp_fp32, args.opset)
+        fp32_check = _check_figures(reference, score(OnnxBackend(folder, onnx_path=tmp_fp32, verify_weights=False)))
+        print(f"fp32 ONNX vs torch on {fp32_check['n']} texts: max |dp| = {fp32_check['max_abs_diff']:.2e}")
+        if fp32_check["max_abs_diff"] > FP32_MAX_ABS_DIFF:
+            print(f"export refused: fp32 ONNX differs from torch by more than {FP32_MAX_ABS_DIFF}; nothing written")
+            return 1
+
+        int8_entry, refused = None, None
+        if args.int8:
+            quantization = quantize_int8(tmp_fp32, tmp_int8)
+            probs = score(OnnxBackend(folder, onnx_path=tmp_int8, verify_weights=False))
+            n = len(y_true)
+            labels = sidecar.labels
+            f1_torch = classification_figures(y_true, reference[:n].argmax(1), labels)["macro_f1"]
+            f1_int8 = classification_figures(y_true, probs[:n].argmax(1), labels)["macro_f1"]
+            gate = f1_gate(f1_torch, f1_int8, args.max_f1_drop)
+            check = {"data": args.data, **_check_figures(reference[:n], probs[:n]), **gate}
+            if Path(args.data).is_file():
+                check["data_sha256"] = sha256_file(Path(args.data))
+            print(
+                f"int8 vs torch on {args.data} (n={n}): macro-F1 {gate['macro_f1_torch']:.4f} -> "
+                f"{gate['macro_f1_int8']:.4f} (drop {gate['drop']:+.4f}, allowed {args.max_f1_drop}); "
+                f"argmax agreement {check['argmax_agreement']:.1%}"
+            )
+            if gate["accepted"]:
+                int8_entry = {"file": ONNX_FILES["int8"], "quantization": quantization, "check": check}
+            else:
+                refused = check
+
+        # Publish: files first, the sidecar record last.
+        final_fp32 = folder / ONNX_FILES["fp32"]
+        publish(tmp_fp32, final_fp32)
+        weights_sha = sidecar.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
+        previous = sidecar.onnx if sidecar.onnx.get("source_weights_sha256") == weights_sha else {}
+        record: dict[str, Any] = {
+            "source_weights_sha256": weights_sha,
+            "opset": args.opset,
+            "inputs": names,
+            "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {_torch_version()}",
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "fp32": {"file": ONNX_FILES["fp32"], "sha256": sha256_file(final_fp32), "check": fp32_check},
+        }
+        final_int8 = folder / ONNX_FILES["int8"]
+        if int8_entry:
+            publish(tmp_int8, final_int8)
+            record["int8"] = {**int8_entry, "sha256": sha256_file(final_int8)}
+        elif not args.int8 and "int8" in previous and final_int8.is_file():
+            record["int8"] = previous["int8"]  # same weights: the accepted int8 model still holds
+        else:
+            final_int8.unlink(missing_ok=True)  # never leave an unrecorded int8 file behind
+        sidecar.onnx = record
+        write_sidecar_atomic(folder, sidecar)
+    finally:
+        tmp_fp32.unlink(missing_ok=True)
+        tmp_int8.unlink(missing_ok=True)
+
+    print(f"wrote {final_fp32}" + (f" and {final_int8}" if int8_entry else "") + f"; recorded in {SIDECAR_NAME}")
+    if refused:
+        print(
+            f"int8 model refused: macro-F1 dropped by {refused['drop']:.4f} (> {args.max_f1_drop}); "
+            f"{ONNX_FILES['int8']} was not kept. Serve fp32 (SARING_ONNX_VARIANT=fp32) or the torch backend."
+        )
+        return 1
+    return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
+    return run_export(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
