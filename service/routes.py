@@ -17,14 +17,16 @@ from service.state import AppState
 router = APIRouter()
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def`: they never block, and a plain `def` would cost every request a hop
+# through the thread pool, which under a burst delays even the immediate 429s by hundreds of ms.
+async def get_state(request: Request) -> AppState:
     return request.app.state.saring
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+async def require_api_key(request: Request, state: State) -> None:
     """When API keys are configured, /v1/* needs `Authorization: Bearer <key>`."""
     keys = state.api_keys
     if not keys:
@@ -39,7 +41,7 @@ def require_api_key(request: Request, state: State) -> None:
         raise SaringError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
 
 
-def require_ready(state: State) -> None:
+async def require_ready(state: State) -> None:
     if not state.ready:
         raise SaringError(503, "model is still loading", type="not_ready", retry_after=5)
 
@@ -106,7 +108,7 @@ async def reload_model(state: State, body: ReloadRequest | None = None) -> dict:
     """Load a model folder without a restart; requests in flight finish on the old model."""
     if not state.api_keys:
         raise SaringError(403, "admin endpoints are disabled: set SARING_API_KEYS to enable them")
-    require_ready(state)
+    await require_ready(state)
     await state.reload(body.model_dir if body else None)
     return state.model_info()
 
@@ -120,7 +122,7 @@ async def healthz() -> dict:
 @router.get("/readyz")
 async def readyz(state: State) -> dict:
     """The model is loaded and warmed up: send traffic."""
-    require_ready(state)
+    await require_ready(state)
     return {"status": "ready", "model": state.infer.backend.sidecar.version}
 
 
