@@ -12,9 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from training_fixtures import (
+from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     PYTHON,
     ROOT,
+    one_torch_thread,
     session_messages,
     session_trained,
     subprocess_env,

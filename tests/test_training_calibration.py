@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import softmax
-from training_fixtures import CATEGORIES, read_jsonl, session_messages, session_trained, train_argv
+from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    CATEGORIES,
+    one_torch_thread,
+    read_jsonl,
+    session_messages,
+    session_trained,
+    train_argv,
+)
 
 from service.backend import predict
 from service.model_folder import read_sidecar

@@ -9,10 +9,11 @@ import subprocess
 import time
 
 import pytest
-from training_fixtures import (
+from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     PYTHON,
     ROOT,
     TORCHRUN,
+    one_torch_thread,
     session_messages,
     session_trained,
     subprocess_env,

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
-from training_fixtures import (
+from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     CATEGORIES,
     PLACES,
     make_messages,
+    one_torch_thread,
     read_jsonl,
     session_messages,
     session_trained,

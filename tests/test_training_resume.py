@@ -6,7 +6,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from training_fixtures import session_messages, train_argv
+from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    one_torch_thread,
+    session_messages,
+    train_argv,
+)
 from transformers import TrainerCallback
 
 import training.train

@@ -11,6 +11,8 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,28 @@ from make_messages import PLACES, make_messages, write_jsonl  # noqa: E402
 PYTHON = ROOT / ".venv" / "bin" / "python"
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
 CATEGORIES = ["aduan", "bukan_aduan", "iseng", "spam"]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train on one thread: two threads on a busy 2-core machine are ~10x slower.
+
+    Import it into a test module (unused name) to apply it to that module's tests only.
+    """
+    with torch_threads(1):
+        yield
 
 
 def train_argv(train: Path | list[Path], out: Path, *extra: str, epochs: int = 15) -> list[str]:
@@ -127,6 +151,7 @@ def session_trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
             "--save_strategy", "no",
             "--load_best_model_at_end", "false",
         )  # fmt: skip
-        assert main(argv) == 0
+        with torch_threads(1):  # session fixtures are set up before module ones
+            assert main(argv) == 0
         _CACHE["trained"] = Trained(folder=out, data=data)
     return _CACHE["trained"]  # type: ignore[return-value]
