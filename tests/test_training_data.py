@@ -254,3 +254,12 @@ def test_stratified_split_too_small_is_a_validation_error_naming_the_file(tmp_pa
     message = fail_before_training(tmp_path, monkeypatch, train)
     assert f"{train}: cannot hold out 15% for validation" in message
     assert "'iseng': 1" in message
+
+
+def test_extra_evaluation_file_is_checked_before_training(tmp_path, monkeypatch, rows):
+    train = write_jsonl(rows, tmp_path / "train.jsonl")
+    extra_rows = make_messages(3, seed=9, places=PLACES[12:])
+    extra_rows[2]["label"] = "keluhan"
+    extra = write_jsonl(extra_rows, tmp_path / "real.jsonl")
+    message = fail_before_training(tmp_path, monkeypatch, train, "--extra_eval_file", f"real={extra}")
+    assert f"{extra} line 3: unknown label 'keluhan'" in message

@@ -213,6 +213,13 @@ def run(
     splits = load_splits(data_args, training_args.seed)
     for split in splits.values():
         logger.info("%s: %d rows %s", split.name, len(split.examples), dict(Counter(split.labels)))
+    # Extra evaluation sets are scored in finalise, after training: check them now, so a bad file
+    # fails before any training as every other input does.
+    for spec in data_args.extra_eval_file:
+        name, path = spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec)
+        load_split(
+            name, [path], data_args.text_column, data_args.label_column, data_args.labels, data_args.parsed_label_map()
+        )
 
     if training_args.should_save and not training_args.resume and work_dir.exists():
         shutil.rmtree(work_dir)  # a fresh run never mixes with an old run's checkpoints
