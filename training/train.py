@@ -64,13 +64,28 @@ OFFLINE_HINT = (
 )
 
 
-def parse_args(
-    argv: list[str],
-) -> tuple[ModelArguments, DataArguments, CalibrationArguments, SaringTrainingArguments]:
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, CalibrationArguments, SaringTrainingArguments]:
+    """Flags, or a JSON config file first and flags after it that override its values."""
     parser = HfArgumentParser((ModelArguments, DataArguments, CalibrationArguments, SaringTrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=Path(argv[0]).resolve())
+    if argv and argv[0].endswith(".json"):
+        argv = json_to_flags(json.loads(Path(argv[0]).read_text(encoding="utf-8"))) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def json_to_flags(config: dict) -> list[str]:
+    flags: list[str] = []
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(_flag_value(v) for v in values)]
+    return flags
+
+
+def _flag_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):  # e.g. label_map, which the flag takes as JSON
+        return json.dumps(value)
+    return str(value)
 
 
 def load_splits(data_args: DataArguments, seed: int) -> dict[str, Split]:

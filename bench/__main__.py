@@ -1,0 +1,271 @@
+"""`python -m bench`: throughput, latency and efficiency of saring on this machine, ratios from one run.
+
+For each model (the default model, and a BERT-base-sized random model of IndoBERT's shape) and
+each backend asked for, it measures:
+  1. in-process throughput (messages/s) through the service's own batching, on a realistic length mix;
+  2. HTTP throughput and p50/p99 latency of /v1/score at concurrency 1, 8 and 32, single-message and
+     16-message calls, with load from a separate process on 127.0.0.1 (bounded request counts);
+  3. the naive baseline: `transformers.pipeline` called once per message;
+  4. this machine's GEMM peak in the precision used, and the forward pass's achieved FLOP/s at batch 32;
+  5. padded/real token ratio with first-come batches versus length-sorted, token-budgeted ones;
+  6. p99/p50 latency at half of the measured capacity (open loop).
+It prints a table and writes bench/results/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.texts import ROOT, message_mix
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gemm_peak(dtype_name: str, threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square matmul: the most this CPU does in this precision."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - started)
+
+
+def forward_flops(config, batch: int, seq: int) -> float:
+    """Matmul FLOPs of a BERT encoder forward (projections, FFN, attention scores and mixing)."""
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = batch * seq
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * inter) + 2 * 2 * batch * seq * seq * h
+    return layers * per_layer
+
+
+def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return padded / sum(lengths)
+
+
+def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str]) -> dict:
+    from service.backend import length_sorted_batches, load_backend, predict
+    from service.settings import Settings
+
+    settings = Settings()
+    backend = load_backend(model_dir, kind=backend_kind, device="cpu", num_threads=threads)
+    predict(backend, texts[:64])  # warm-up
+    started = time.perf_counter()
+    predict(backend, texts, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens)
+    elapsed = time.perf_counter() - started
+    lengths = [len(ids) for ids in backend.encode(texts).ids]
+    fifo = [list(range(i, min(i + 32, len(texts)))) for i in range(0, len(texts), 32)]
+    sorted_batches = list(length_sorted_batches(lengths, settings.max_batch_size, settings.max_batch_tokens))
+    result = {
+        "messages_per_s": len(texts) / elapsed,
+        "threads": threads,
+        "padded_per_real_tokens_fifo": padding_ratio(lengths, fifo),
+        "padded_per_real_tokens_sorted": padding_ratio(lengths, sorted_batches),
+        "mean_tokens": float(np.mean(lengths)),
+    }
+    if backend_kind == "torch":
+        # Achieved FLOP/s of one forward at batch 32 (a length-sorted batch from the middle of the mix).
+        encoded = backend.encode(texts)
+        batch = sorted(encoded.ids, key=len)[len(texts) // 2 : len(texts) // 2 + 32]
+        backend.forward(batch)
+        started = time.perf_counter()
+        for _ in range(3):
+            backend.forward(batch)
+        seconds = (time.perf_counter() - started) / 3
+        seq = max(len(ids) for ids in batch)
+        result["forward_flops_per_s"] = forward_flops(backend.model.config, len(batch), seq) / seconds
+        result["forward_batch_seq"] = seq
+    return result
+
+
+def naive_pipeline(model_dir: Path, threads: int, texts: list[str]) -> dict:
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    classifier = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
+    classifier(texts[0])
+    started = time.perf_counter()
+    for text in texts:
+        classifier(text, truncation=True, max_length=128)
+    return {"messages_per_s": len(texts) / (time.perf_counter() - started), "threads": threads}
+
+
+def start_server(model_dir: Path, backend_kind: str, port: int) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        SARING_MODEL_DIR=str(model_dir),
+        SARING_PORT=str(port),
+        SARING_BACKEND=backend_kind,
+        SARING_LOG_LEVEL="warning",
+        SARING_MAX_INFLIGHT_REQUESTS="256",
+        SARING_REQUEST_TIMEOUT_S="60",
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server not ready within 180 s")
+
+
+def load(url: str, **kwargs) -> dict:
+    args = [sys.executable, "-m", "bench.load", "--url", url]
+    for key, value in kwargs.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def http_runs(model_dir: Path, backend_kind: str, quick: bool) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/score"
+    server = start_server(model_dir, backend_kind, port)
+    runs: dict[str, dict] = {}
+    try:
+        load(url, concurrency=8, requests=32, batch=1)  # warm connections and caches
+        for concurrency in (1, 8, 32):
+            for batch in (1, 16):
+                requests = (48 if batch == 1 else 8) * (1 if quick else 3) * max(1, concurrency // 4)
+                runs[f"c{concurrency}_b{batch}"] = load(
+                    url, concurrency=concurrency, requests=requests, batch=batch, max_seconds=60
+                )
+        capacity = max(runs[f"c{c}_b1"]["requests_per_s"] for c in (1, 8, 32))
+        rate = capacity / 2
+        runs["half_capacity"] = load(
+            url, concurrency=64, requests=int(rate * (5 if quick else 10)), batch=1, rate=rate, max_seconds=60
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return runs
+
+
+def bench_model(name: str, model_dir: Path, backend_kind: str, threads: int, quick: bool) -> dict:
+    texts = message_mix(256 if quick else 512)
+    print(f"[{name}/{backend_kind}] in-process ...", flush=True)
+    result: dict = {
+        "model": name,
+        "backend": backend_kind,
+        "in_process": in_process(model_dir, backend_kind, threads, texts),
+    }
+    if backend_kind == "torch":
+        print(f"[{name}] naive pipeline ...", flush=True)
+        result["naive"] = naive_pipeline(model_dir, threads, texts[: 48 if quick else 96])
+        result["gemm_peak_fp32_flops_per_s"] = gemm_peak("fp32", threads)
+    print(f"[{name}/{backend_kind}] HTTP ...", flush=True)
+    result["http"] = http_runs(model_dir, backend_kind, quick)
+    ip = result["in_process"]["messages_per_s"]
+    http32 = max(result["http"]["c32_b1"]["messages_per_s"], result["http"]["c32_b16"]["messages_per_s"])
+    half = result["http"]["half_capacity"]
+    result["ratios"] = {
+        "http_c32_over_in_process": http32 / ip,
+        "p99_over_p50_at_half_capacity": half["p99_ms"] / half["p50_ms"],
+    }
+    if "naive" in result:
+        result["ratios"]["in_process_over_naive"] = ip / result["naive"]["messages_per_s"]
+        result["ratios"]["http_c32_over_naive"] = http32 / result["naive"]["messages_per_s"]
+        result["ratios"]["forward_over_gemm_peak"] = (
+            result["in_process"]["forward_flops_per_s"] / result["gemm_peak_fp32_flops_per_s"]
+        )
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    for r in results:
+        ip = r["in_process"]
+        print(f"\n== {r['model']} / {r['backend']} (threads {ip['threads']}) ==")
+        print(f"in-process            {ip['messages_per_s']:8.1f} msg/s   mean {ip['mean_tokens']:.0f} tokens")
+        print(
+            f"padding (padded/real) first-come {ip['padded_per_real_tokens_fifo']:.2f} -> "
+            f"sorted+budget {ip['padded_per_real_tokens_sorted']:.2f}"
+        )
+        if "naive" in r:
+            print(f"naive pipeline        {r['naive']['messages_per_s']:8.1f} msg/s")
+            print(
+                f"forward at batch 32   {ip['forward_flops_per_s'] / 1e9:8.1f} GFLOP/s of "
+                f"{r['gemm_peak_fp32_flops_per_s'] / 1e9:.1f} fp32 GEMM peak"
+            )
+        print(f"{'HTTP run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
+        for key, run in r["http"].items():
+            print(f"{key:<16}{run['messages_per_s']:9.1f}{run['p50_ms']:9.1f}{run['p99_ms']:9.1f}  {run['statuses']}")
+        for key, value in r["ratios"].items():
+            print(f"ratio {key:<32} {value:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--bert-base", action="store_true", help="also bench a BERT-base-sized random model")
+    parser.add_argument("--skip-default", action="store_true", help="only the BERT-base-sized model")
+    parser.add_argument("--backends", default="torch", help="comma-separated: torch,onnx")
+    parser.add_argument("--threads", type=int, default=None, help="model threads (default: the service's)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--output", default=str(RESULTS / "bench.json"))
+    args = parser.parse_args()
+
+    from service.settings import Settings
+
+    threads = args.threads or Settings().threads()
+    models: list[tuple[str, Path]] = []
+    if not args.skip_default:
+        models.append(("default", Path(args.model)))
+    if args.bert_base:
+        from bench.bert_base import build_bert_base_folder
+
+        models.append(("bert-base-random", build_bert_base_folder(RESULTS / "bert-base-random", message_mix(4000))))
+    results = [
+        bench_model(name, folder, kind, threads, args.quick)
+        for name, folder in models
+        for kind in args.backends.split(",")
+    ]
+    print_table(results)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2), encoding="utf-8")
+    print(f"\nwrote {out}")
+
+
+def machine() -> dict:
+    import platform
+
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+if __name__ == "__main__":
+    main()
