@@ -17,6 +17,8 @@ from service.model_folder import CATEGORIES
 
 DEFAULT_BASE_MODEL = "indobenchmark/indobert-base-p1"
 SCRATCH_PREFIX = "scratch:"
+# Keys of metrics.json that an extra evaluation set must not overwrite.
+RESERVED_SET_NAMES = {"train", "validation", "test", "model", "evaluated", "baseline", "calibration", "thresholds"}
 
 
 @dataclass
@@ -131,6 +133,14 @@ class DataArguments:
                 raise ValueError(f"--{name} names labels {unknown} that are not in --labels {self.labels}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"--labels has duplicates: {self.labels}")
+        names = [name for name, _ in self.extra_eval_sets()]
+        clash = sorted(set(names) & RESERVED_SET_NAMES) or sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"--extra_eval_file names {clash} clash with other sets; name them NAME=PATH")
+
+    def extra_eval_sets(self) -> list[tuple[str, str]]:
+        """(name, path) of each --extra_eval_file; a bare path is named after its file."""
+        return [tuple(spec.split("=", 1)) if "=" in spec else (Path(spec).stem, spec) for spec in self.extra_eval_file]
 
     def parsed_label_map(self) -> dict[str, str]:
         if not self.label_map:

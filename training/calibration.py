@@ -12,6 +12,10 @@ from scipy.special import log_softmax, softmax
 
 from service.model_folder import Threshold
 
+# A validation set the model separates perfectly drives T towards 0 (ever sharper probabilities);
+# below 0.25 the folded model is over-confident on anything new, so T is kept in [0.25, 20].
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.25, 20.0
+
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     logp = log_softmax(logits / temperature, axis=1)
@@ -33,7 +37,11 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The T > 0 minimising validation NLL of softmax(logits / T), with before/after figures."""
-    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(-3, 3), method="bounded")
+    result = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))),
+        bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
+        method="bounded",
+    )
     temperature = float(np.exp(result.x))
     return {
         "temperature": temperature,
@@ -59,18 +67,23 @@ def fold_temperature(model, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
-def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float) -> Threshold:
-    """Largest t with share(validity <= t | aduan) <= max_rate: few genuine complaints rejected."""
+def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float, cap: float = 1.0) -> Threshold:
+    """Largest t <= cap with share(validity <= t | aduan) <= max_rate: few genuine complaints rejected.
+
+    `cap` is the accept threshold: a weak model must not get overlapping bands.
+    """
     genuine = np.sort(validity[is_aduan])
     allowed = int(np.floor(max_rate * len(genuine)))  # how many genuine complaints may fall at or below t
     value = float(np.nextafter(genuine[allowed], -np.inf)) if allowed < len(genuine) else 1.0
-    value = max(value, 0.0)
+    capped = value > cap
+    value = min(max(value, 0.0), cap)
     rate = float((genuine <= value).mean())
     # Genuine complaints tied at validity 0.0 (an over-confident model underflows) are rejected even at t = 0.
     unreachable = " (not reachable on validation data: too many at validity 0)" if rate > max_rate else ""
     return Threshold(
         value=value,
-        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected{unreachable}",
+        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected{unreachable}"
+        + (" (capped at the accept threshold)" if capped else ""),
         target=max_rate,
         achieved={
             "aduan_rejected_rate": rate,

@@ -228,16 +228,20 @@ def run(
     splits = load_splits(data_args, training_args.seed)
     for split in splits.values():
         logger.info("%s: %d rows %s", split.name, len(split.examples), dict(Counter(split.labels)))
-    # Extra evaluation sets are scored in finalise, after training: check them now, so a bad file
-    # fails before any training as every other input does.
-    for spec in data_args.extra_eval_file:
-        name, path = spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec)
+    # Extra evaluation sets are scored after training but read now, so a bad file fails before
+    # any training as every other input does. They may lack classes, so check_splits skips them.
+    extra = [
         load_split(
             name, [path], data_args.text_column, data_args.label_column, data_args.labels, data_args.parsed_label_map()
         )
+        for name, path in data_args.extra_eval_sets()
+    ]
 
-    if training_args.should_save and not training_args.resume and work_dir.exists():
-        shutil.rmtree(work_dir)  # a fresh run never mixes with an old run's checkpoints
+    if training_args.should_save and not training_args.resume:
+        if work_dir.exists():
+            shutil.rmtree(work_dir)  # a fresh run never mixes with an old run's checkpoints
+        for stale in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never loadable
     tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, training_args)
     labels = data_args.labels
     train_ds = to_dataset(splits["train"], tokenizer, labels, data_args.max_length)
@@ -265,8 +269,18 @@ def run(
     if not trainer.is_world_process_zero():
         return None
 
-    folder = finalise(trainer, tokenizer, splits, model_args, data_args, calib_args, training_args, final_dir)
-    trainer.save_metrics("train", train_result.metrics)
+    folder = finalise(
+        trainer,
+        tokenizer,
+        splits,
+        extra,
+        train_result.metrics,
+        model_args,
+        data_args,
+        calib_args,
+        training_args,
+        final_dir,
+    )
     shutil.rmtree(work_dir, ignore_errors=True)
     return folder
 
@@ -275,6 +289,8 @@ def finalise(
     trainer: Trainer,
     tokenizer,
     splits: dict[str, Split],
+    extra: list[Split],
+    train_metrics: dict[str, float],
     model_args: ModelArguments,
     data_args: DataArguments,
     calib_args: CalibrationArguments,
@@ -339,10 +355,7 @@ def finalise(
         is_aduan = np.isin(val_y, [label_index[x] for x in data_args.validity_labels])
         is_spam = np.isin(val_y, [label_index[x] for x in data_args.spam_labels])
         accept = precision_threshold(validity, is_aduan, calib_args.accept_precision, "accept (aduan)")
-        reject = reject_threshold(validity, is_aduan, calib_args.reject_max_aduan_rate)
-        if reject.value > accept.value:  # a weak model: never let the bands overlap
-            reject.value = accept.value
-            reject.objective += " (capped at the accept threshold)"
+        reject = reject_threshold(validity, is_aduan, calib_args.reject_max_aduan_rate, cap=accept.value)
         spam_threshold = precision_threshold(spam, is_spam, calib_args.spam_precision, "is_spam")
 
         weights_sha = sha256_file(staging / "model.safetensors")
@@ -363,19 +376,11 @@ def finalise(
         # 3. Figures for the folder, scored through the finished folder exactly as the service will
         # (weights unverified: the sidecar still holds the sentinel checksum).
         backend = TorchBackend(staging, device=device, verify_weights=False)
-        metrics = {"model": {"name": sidecar.name, "version": sidecar.version}}
+        metrics = {"model": {"name": sidecar.name, "version": sidecar.version}, "train": train_metrics}
         for split in [s for s in (validation, test) if s is not None]:
             probs, _ = predict(backend, split.texts)
             metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
             logger.info(summary_line(split.name, metrics[split.name]))
-        extra = [
-            load_split(
-                name, [path], data_args.text_column, data_args.label_column, labels, data_args.parsed_label_map()
-            )
-            for name, path in (
-                spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec) for spec in data_args.extra_eval_file
-            )
-        ]
         for split in extra:
             probs, _ = predict(backend, split.texts)
             metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
