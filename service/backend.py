@@ -92,6 +92,7 @@ def load_backend(
     num_threads: int | None = None,
     verify_weights: bool = True,
     onnx_variant: str = "auto",
+    dtype: str = "auto",
 ) -> Backend:
     """Build the backend named by `kind` ("torch" or "onnx") for a model folder.
 
@@ -100,7 +101,9 @@ def load_backend(
     if kind == "torch":
         from service.torch_backend import TorchBackend
 
-        return TorchBackend(model_dir, device=device, num_threads=num_threads, verify_weights=verify_weights)
+        return TorchBackend(
+            model_dir, device=device, num_threads=num_threads, verify_weights=verify_weights, dtype=dtype
+        )
     if kind == "onnx":
         from service.onnx_backend import OnnxBackend
 

@@ -22,6 +22,15 @@ def pick_device(device: str) -> str:
     return device
 
 
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """Half precision on GPUs; fp32 on CPU unless bf16 is asked for (a measured choice, see bench/)."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
 class TorchBackend:
     """Loads a model folder once and runs forwards on one device, never concurrently."""
 
@@ -31,6 +40,7 @@ class TorchBackend:
         device: str = "auto",
         num_threads: int | None = None,
         verify_weights: bool = True,
+        dtype: str = "auto",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.sidecar = read_sidecar(self.model_dir, verify_weights=verify_weights)
@@ -41,10 +51,8 @@ class TorchBackend:
         self.tokenizer = self.encoder.tokenizer
         self.max_length = self.encoder.max_length
         model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
-        # Half precision on GPUs; CPUs keep fp32 (bf16 on CPU is a measured choice, see bench/).
-        if self.device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            model = model.to(dtype)
+        self.dtype = pick_dtype(dtype, self.device)
+        model = model.to(self.dtype)
         self.model = model.to(self.device).eval()
 
     def encode(self, texts: Sequence[str]) -> Encoded:
