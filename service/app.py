@@ -12,6 +12,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from service.errors import install_error_handlers
+from service.explain import Explainer
+from service.feedback import AsyncFeedbackStore
+from service.flood import FloodDetector
 from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.routes import router
@@ -41,6 +44,16 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
     metrics = ServiceMetrics()
     state = AppState(settings, metrics, backend_factory or default_backend_factory(settings))
     state.api_keys = settings.all_api_keys()
+    state.feedback = AsyncFeedbackStore(settings.feedback_db_url, settings.feedback_db_path)
+    if settings.flood_detection:
+        state.flood = FloodDetector(settings.flood_window_s, settings.flood_max_tracked, settings.flood_similarity)
+    state.explainer = Explainer(
+        max_words=settings.explain_max_words,
+        top_k=settings.explain_top_k,
+        max_inflight=settings.explain_max_inflight,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +65,7 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
         yield
         state.ready = False
         await state.infer.stop()
+        await state.feedback.close()
 
     app = FastAPI(
         title="saring",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated
 
@@ -10,7 +11,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.errors import SaringError
 from service.logs import mask_pii
-from service.schemas import ModelInfo, ReloadRequest, ScoreRequest, ScoreResponse, ScoreResult
+from service.schemas import (
+    FeedbackReceipt,
+    FeedbackRequest,
+    ModelInfo,
+    ReloadRequest,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
 from service.scoring import score_rows
 from service.state import AppState
 
@@ -59,6 +68,12 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
             f"{len(body.messages)} messages in one call; the limit is {s.max_messages_per_request} "
             "(SARING_MAX_MESSAGES_PER_REQUEST)",
         )
+    if body.explain and len(body.messages) > s.explain_max_messages:
+        raise SaringError(
+            422,
+            f"explain=true for {len(body.messages)} messages; the limit is {s.explain_max_messages} "
+            "(SARING_EXPLAIN_MAX_MESSAGES): send fewer messages or score without explain",
+        )
     for i, message in enumerate(body.messages):
         if len(message.text) > s.max_chars_per_message:
             raise SaringError(
@@ -69,10 +84,24 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
     texts = [m.text for m in body.messages]
     scored = await state.infer.score(texts)
     sidecar = scored.backend.sidecar
+    explanations = [None] * len(texts)
+    if body.explain:
+        explanations = await state.explainer.explain(state.infer, scored.backend, texts)
+    near_duplicates: list[int | None] = [None] * len(texts)
+    if state.flood is not None:
+        # Only answered calls are remembered (a refused call's retry is not its own duplicate); repeats
+        # within a call count too. Hashing costs ~0.15 ms a message: a large call does it off the loop.
+        flood = state.flood
+        near_duplicates = await asyncio.to_thread(flood.observe, texts) if len(texts) > 8 else flood.observe(texts)
     results = []
     decisions: dict[str, int] = {}
-    for message, result, truncated in zip(
-        body.messages, score_rows(scored.probs, sidecar), scored.truncated, strict=True
+    for message, result, truncated, near, explanation in zip(
+        body.messages,
+        score_rows(scored.probs, sidecar),
+        scored.truncated,
+        near_duplicates,
+        explanations,
+        strict=True,
     ):
         decisions[result.decision] = decisions.get(result.decision, 0) + 1
         results.append(
@@ -85,6 +114,8 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
                 decision=result.decision,
                 is_spam=result.is_spam,
                 truncated=truncated,
+                near_duplicates=near,
+                explanation=explanation,
             )
         )
     for decision, count in decisions.items():
@@ -95,6 +126,45 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
         log_fields["texts"] = [mask_pii(t) for t in texts]
     request.scope["state"]["log_fields"] = log_fields
     return ScoreResponse(model={"name": sidecar.name, "version": sidecar.version}, results=results)
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackReceipt,
+    status_code=201,
+    dependencies=Protected,
+    responses={200: {"model": FeedbackReceipt, "description": "This (id, label) was already stored; nothing changed."}},
+)
+async def feedback(body: FeedbackRequest, request: Request, response: Response, state: State) -> FeedbackReceipt:
+    """Record the desk's true category for a scored message. 201: stored on disk; 200: already stored."""
+    sidecar = state.infer.backend.sidecar
+    if body.label not in sidecar.labels:
+        raise SaringError(
+            422, f"label {body.label!r} is not a label of the served model; allowed: {', '.join(sidecar.labels)}"
+        )
+    limit = state.settings.max_chars_per_message
+    if len(body.text) > limit:
+        raise SaringError(
+            422, f"text has {len(body.text)} characters; the limit is {limit} (SARING_MAX_CHARS_PER_MESSAGE)"
+        )
+    row, created = await state.feedback.record(
+        message_id=body.id,
+        label=body.label,
+        text=body.text,
+        note=body.note,
+        moderator_id=body.moderator_id,
+        model_name=sidecar.name,
+        model_version=sidecar.version,
+    )
+    response.status_code = 201 if created else 200
+    request.scope["state"]["log_fields"] = {"feedback_label": body.label, "created": created}  # never the text
+    return FeedbackReceipt(
+        id=row.message_id,
+        label=row.label,
+        created=created,
+        received_at=row.received_at.isoformat(),
+        model_version=row.model_version,
+    )
 
 
 @router.get("/v1/model", response_model=ModelInfo, dependencies=Protected)

@@ -36,9 +36,10 @@ class ModelRef(BaseModel):
 class WordWeight(BaseModel):
     word: str
     validity: float = Field(
-        description="How much removing this word lowers validity (positive: it made the message look genuine)."
+        description="How much removing this word lowers validity, in log-odds (positive: it made the message look "
+        "genuine; 0.7 is about a doubling of the odds)."
     )
-    spam: float = Field(description="How much removing this word lowers spam.")
+    spam: float = Field(description="How much removing this word lowers spam, in log-odds.")
 
 
 class ScoreResult(BaseModel):
@@ -85,3 +86,24 @@ class ReloadRequest(BaseModel):
     model_dir: str | None = Field(
         None, max_length=4096, description="Folder to load; default: the configured SARING_MODEL_DIR."
     )
+
+
+class FeedbackRequest(BaseModel):
+    id: str = Field(min_length=1, max_length=256, description="The id the message was scored under.")
+    text: str = Field(description="The message text, as scored: the training example.")
+    label: str = Field(min_length=1, max_length=64, description="The true category, one of the model's labels.")
+    note: str | None = Field(None, max_length=2000, description="Free text from the desk (why, context).")
+    moderator_id: str | None = Field(None, max_length=256, description="Who decided.")
+
+    @field_validator("text")
+    @classmethod
+    def _usable_text(cls, text: str) -> str:
+        return Message._usable_text(text)  # the same rules as a scored message
+
+
+class FeedbackReceipt(BaseModel):
+    id: str
+    label: str
+    created: bool = Field(description="False: this (id, label) was already stored; the stored row is returned.")
+    received_at: str = Field(description="When the verdict was first stored (UTC, ISO 8601).")
+    model_version: str | None = Field(None, description="The model served when the verdict was first stored.")

@@ -70,6 +70,45 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated API keys; when set, /v1/* needs 'Authorization: Bearer <key>'. Empty: no auth.",
     )
+    # Feedback, flood detection and explanations
+    feedback_db_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the feedback database (e.g. postgresql+psycopg://user@host/saring for larger "
+        "deployments). Empty: SQLite at SARING_FEEDBACK_DB_PATH.",
+    )
+    feedback_db_path: Path = Field(
+        Path("data/feedback/feedback.sqlite3"),
+        description="SQLite file for POST /v1/feedback when no database URL is set (WAL mode, fsync on commit). "
+        "It holds message texts: keep it on private, backed-up storage.",
+    )
+    flood_detection: bool = Field(True, description="Count near-duplicate messages (copy-paste floods) per result.")
+    flood_window_s: float = Field(
+        600.0, gt=0, description="How far back near-duplicates are counted (seconds); older messages are forgotten."
+    )
+    flood_max_tracked: int = Field(
+        20_000,
+        ge=1,
+        description="Most messages remembered for flood detection (about 2.4 KB each: 50 MB at 20,000); the oldest "
+        "go first. Bounds memory when a flood outruns the window.",
+    )
+    flood_similarity: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Estimated Jaccard similarity of character 5-grams (after normalising case, digits, links, "
+        "punctuation and emoji) from which two messages count as near-duplicates.",
+    )
+    explain_max_messages: int = Field(
+        16, ge=1, description="Most messages in one /v1/score call with explain=true (422 above)."
+    )
+    explain_max_words: int = Field(
+        64, ge=1, description="Distinct words per message that explain=true occludes (one extra forward row each)."
+    )
+    explain_top_k: int = Field(5, ge=1, le=64, description="Words returned per message by explain=true.")
+    explain_max_inflight: int = Field(
+        2, ge=1, description="Explained requests running at once; more get 429 with Retry-After."
+    )
+
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (e.g. a Docker secret), added to SARING_API_KEYS."
     )

@@ -12,6 +12,9 @@ from typing import Any
 
 from service.backend import Backend
 from service.errors import SaringError
+from service.explain import Explainer
+from service.feedback import AsyncFeedbackStore
+from service.flood import FloodDetector
 from service.infer import Infer
 from service.metrics import ServiceMetrics
 from service.model_folder import ModelFolderError
@@ -45,6 +48,9 @@ class AppState:
     summary: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     last_reload_error: str | None = None
+    feedback: AsyncFeedbackStore | None = None
+    flood: FloodDetector | None = None  # None: flood detection switched off
+    explainer: Explainer | None = None
     api_keys: list[str] = field(default_factory=list)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

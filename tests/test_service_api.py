@@ -24,7 +24,17 @@ from service.model_folder import ModelFolderError, read_sidecar
 MAX_MESSAGES = 4
 MAX_CHARS = 3000
 MAX_BODY = 16 * 1024
-RESULT_KEYS = {"id", "validity", "spam", "category", "probabilities", "decision", "is_spam", "truncated"}
+RESULT_KEYS = {
+    "id",
+    "validity",
+    "spam",
+    "category",
+    "probabilities",
+    "decision",
+    "is_spam",
+    "truncated",
+    "near_duplicates",  # flood detection is on by default
+}
 
 
 @pytest.fixture(scope="module")
