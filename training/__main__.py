@@ -10,6 +10,8 @@ COMMANDS = {
     "augment": "add seeded slang/typo/casing variants to written training messages",
     "real-eval-set": "draw a labelled evaluation set from the public data in ../shared/datasets",
     "export": "write ONNX models (fp32, checked int8) into a model folder for the CPU fast path",
+    "export-feedback": "write the desk's verdicts (POST /v1/feedback) as a training file",
+    "compare": "score one labelled file with two model folders: figures side by side, decision moves",
 }
 
 
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.seed_commands import real_set_main as run
     elif command == "export":
         from training.export import main as run
+    elif command == "export-feedback":
+        from training.export_feedback import main as run
+    elif command == "compare":
+        from training.compare import main as run
     return run(rest)
 
 
