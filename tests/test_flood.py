@@ -1,0 +1,117 @@
+"""Flood detection: exact near-duplicate counts on crafted bursts, the window, the cap, and the API field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from service_fixtures import ADUAN, BUKAN, ISENG, SPAM, make_settings
+
+from service.app import create_app
+from service.flood import BANDS, FloodDetector, normalise
+
+BASE = (
+    "Assalamualaikum pak, ini info resmi: bantuan sosial tunai tahap tiga sudah cair untuk semua warga, "
+    "silakan klaim lewat tautan berikut sebelum hari minggu"
+)
+# Copies a flood really sends: new numbers, links, emoji, casing, punctuation, one typo or word more.
+COPIES = [
+    BASE,
+    BASE + " 081234567890",
+    BASE.upper(),
+    BASE + " 🙏🙏🙏",
+    BASE.replace("pak,", "bu!!"),
+    BASE + " https://bit.ly/bansos-2024",
+    BASE.replace("tunai", "tunia"),
+    "FWD: " + BASE,
+    BASE.replace("tiga", "3"),
+    BASE.replace("minggu", "minggu ini ya"),
+]
+UNRELATED = [
+    ADUAN,
+    BUKAN,
+    ISENG,
+    SPAM,
+    "lampu jalan di gang mawar mati sejak bulan lalu mohon diganti",
+    "pak camat kapan pasar kaget dibuka lagi",
+    "selamat malam, pengaduan saya nomor 4471 belum ada tanggapan",
+]
+
+
+def test_normalise_drops_what_does_not_make_a_message_new() -> None:
+    assert normalise("PROMO!!! Kuota 30GB cuma 10rb 👉 https://bit.ly/x  wa.me/62812") == "promo kuota gb cuma rb"
+    assert normalise("Haloooo   min\n\tTES") == "haloo min tes"
+    assert normalise("12345 😂😂 ...") == ""
+
+
+def test_a_burst_of_edited_copies_counts_zero_to_n_minus_one() -> None:
+    detector = FloodDetector()
+    assert detector.observe(COPIES, now=0.0) == list(range(len(COPIES)))  # within one call too
+    assert detector.observe([BASE], now=1.0) == [len(COPIES)]  # and across calls
+
+
+def test_unrelated_messages_count_zero_even_mid_flood() -> None:
+    detector = FloodDetector()
+    counts = detector.observe(COPIES[:5] + UNRELATED + COPIES[5:], now=0.0)
+    assert counts == [0, 1, 2, 3, 4] + [0] * len(UNRELATED) + [5, 6, 7, 8, 9]
+
+
+def test_messages_of_only_digits_or_emoji_count_exact_repeats_only() -> None:
+    detector = FloodDetector()
+    assert detector.observe(["😂😂😂", "😂😂😂", "12345", "😡", "😂😂😂"], now=0.0) == [0, 1, 0, 0, 2]
+
+
+def test_copies_older_than_the_window_are_forgotten() -> None:
+    clock = [0.0]
+    detector = FloodDetector(window_s=60.0, clock=lambda: clock[0])
+    assert detector.observe(COPIES[:3]) == [0, 1, 2]
+    clock[0] = 40.0
+    assert detector.observe(COPIES[3:5]) == [3, 4]
+    clock[0] = 61.0  # the first three (t=0) are out of the window, the two at t=40 are not
+    assert detector.observe(COPIES[5:6]) == [2]
+    assert len(detector) == 3
+    clock[0] = 200.0
+    assert detector.observe(COPIES[6:7]) == [0]
+    assert len(detector) == 1
+
+
+def test_the_cap_holds_and_keeps_the_newest() -> None:
+    cap = 4
+    detector = FloodDetector(max_tracked=cap)
+    counts = []
+    for i, text in enumerate(COPIES + UNRELATED):
+        counts += detector.observe([text], now=float(i))
+        assert len(detector) <= cap
+        # No band remembers more messages than the ring holds: memory is bounded by the cap.
+        assert sum(1 if isinstance(v, int) else len(v) for b in detector._buckets for v in b.values()) <= cap * BANDS
+    # At most cap - 1 earlier copies are remembered when a copy arrives.
+    assert counts[: len(COPIES)] == [min(i, cap - 1) for i in range(len(COPIES))]
+    # The ring now holds the last `cap` unrelated messages; none of the copies is remembered.
+    assert detector.observe([BASE], now=100.0) == [0]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir: Path):
+    with TestClient(create_app(make_settings(tiny_model_dir, flood_window_s=3600))) as client:
+        yield client
+
+
+def test_score_answers_carry_near_duplicates(client: TestClient) -> None:
+    def near(*texts: str) -> list[int]:
+        response = client.post("/v1/score", json={"messages": [{"text": t} for t in texts]})
+        assert response.status_code == 200, response.text
+        return [r["near_duplicates"] for r in response.json()["results"]]
+
+    assert near(COPIES[0], UNRELATED[4], COPIES[1]) == [0, 0, 1]
+    assert near(COPIES[2]) == [2]
+    assert near(UNRELATED[5]) == [0]
+    # A large call is hashed off the event loop; the counts are the same.
+    assert near(*COPIES[3:], *UNRELATED[:4]) == [3, 4, 5, 6, 7, 8, 9] + [0] * 4
+
+
+def test_flood_detection_can_be_switched_off(tiny_model_dir: Path) -> None:
+    with TestClient(create_app(make_settings(tiny_model_dir, flood_detection=False))) as client:
+        response = client.post("/v1/score", json={"messages": [{"text": BASE}, {"text": BASE}]})
+    assert response.status_code == 200
+    assert all("near_duplicates" not in r for r in response.json()["results"])
