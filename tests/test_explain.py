@@ -1,0 +1,215 @@
+"""explain=true: occlusion weights that are exactly right on a known model, and that point at the planted
+words of crafted messages for the tiny model the test session trains."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from service_fixtures import assert_error_shape, make_settings
+
+from service.app import create_app
+from service.backend import Encoded
+from service.encoding import softmax64
+from service.explain import log_odds, occlusions, word_key
+from service.model_folder import read_sidecar
+
+# -- a bag-of-words model whose log-odds are known in closed form ----------------------------------
+
+LABELS = ["aduan", "bukan_aduan", "iseng", "spam"]
+# Logit contributions per word; every other word adds nothing.
+WEIGHTS = {"pungli": [3.0, 0, 0, 0], "gacor": [0, 0, 0, 4.0], "tolong": [1.0, 0, 0, 0], "wkwk": [0, 0, 2.0, 0]}
+
+
+class BagOfWordsBackend:
+    """encode/forward like a real backend; forward records the thread it runs on and any overlap."""
+
+    device = "cpu"
+
+    def __init__(self, sidecar) -> None:
+        self.sidecar = sidecar
+        self.vocab: dict[str, int] = {}
+        self.words: dict[int, str] = {}
+        self.threads: set[str] = set()
+        self.active = 0
+        self.overlapped = False
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        ids = []
+        for text in texts:
+            row = [101]
+            for word in text.split():
+                key = word.casefold()
+                if key not in self.vocab:
+                    self.vocab[key] = len(self.vocab) + 1000
+                    self.words[self.vocab[key]] = key
+                row.append(self.vocab[key])
+            ids.append(row)
+        return Encoded(ids=ids, truncated=[False] * len(texts))
+
+    def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        with self._lock:
+            self.active += 1
+            self.overlapped |= self.active > 1
+            self.threads.add(threading.current_thread().name)
+        try:
+            logits = np.zeros((len(batch), len(LABELS)))
+            for r, ids in enumerate(batch):
+                for i in ids[1:]:
+                    logits[r] += WEIGHTS.get(self.words[i], [0.0] * 4)
+            return softmax64(logits)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def expected_log_odds(words: list[str]) -> tuple[float, float]:
+    logits = np.zeros(4)
+    for w in words:
+        logits += WEIGHTS.get(w, [0.0] * 4)
+    e = np.exp(logits)
+    return float(np.log(e[0] / e[1:].sum())), float(np.log((e[2] + e[3]) / (e[0] + e[1])))
+
+
+@pytest.fixture(scope="module")
+def fake(tiny_model_dir: Path):
+    backend = BagOfWordsBackend(read_sidecar(tiny_model_dir))
+    settings = make_settings(tiny_model_dir, explain_top_k=3, explain_max_messages=4, max_batch_size=4)
+    with TestClient(create_app(settings, backend_factory=lambda _: backend)) as client:
+        yield client, backend
+
+
+def test_occlusion_words_and_variants() -> None:
+    words, variants = occlusions("Ada PUNGLI, pungli lagi! 🙏", max_words=64)
+    assert words == ["ada", "pungli", "lagi", "🙏"]  # one entry per word, whatever its case or punctuation
+    assert variants == ["PUNGLI, pungli lagi! 🙏", "Ada lagi! 🙏", "Ada PUNGLI, pungli 🙏", "Ada PUNGLI, pungli lagi!"]
+    assert occlusions(" ".join(f"w{i}" for i in range(100)), max_words=8)[0] == [f"w{i}" for i in range(8)]
+    assert word_key("...") == "..."
+
+
+def test_log_odds_stay_finite_when_the_model_is_certain(tiny_model_dir: Path) -> None:
+    sidecar = read_sidecar(tiny_model_dir)
+    probs = np.array([[1.0 - 1e-30, 1e-30, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    validity, spam = log_odds(probs, sidecar)
+    assert validity[0] == pytest.approx(np.log(1 / 1e-30))
+    assert np.isfinite(spam[0]) and spam[0] < -600
+    assert validity[1] == pytest.approx(np.log(1 / 3)) and spam[1] == pytest.approx(0.0)
+
+
+def test_weights_are_the_log_odds_differences(fake) -> None:
+    client, backend = fake
+    text = "tolong ada pungli gacor wkwk di sini"
+    response = client.post("/v1/score", json={"explain": True, "messages": [{"id": "x", "text": text}]})
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    full = expected_log_odds(text.split())
+    expected = {}
+    for word in text.split():
+        without = expected_log_odds([w for w in text.split() if w != word])
+        expected[word] = (full[0] - without[0], full[1] - without[1])
+    explanation = result["explanation"]
+    assert len(explanation) == 3  # explain_top_k
+    ranked = sorted(expected, key=lambda w: -max(abs(expected[w][0]), abs(expected[w][1])))
+    assert [e["word"] for e in explanation] == ranked[:3] == ["pungli", "gacor", "tolong"]
+    for entry in explanation:
+        assert entry["validity"] == pytest.approx(expected[entry["word"]][0], abs=1e-9)
+        assert entry["spam"] == pytest.approx(expected[entry["word"]][1], abs=1e-9)
+    assert explanation[0]["validity"] > 0 > explanation[1]["validity"]  # pungli argues genuine, gacor against
+    # Every forward ran on Infer's one model thread, never two at once.
+    assert backend.threads == {n for n in backend.threads if n.startswith("saring-model")}
+    assert not backend.overlapped
+
+
+def test_no_explanation_unless_asked(fake) -> None:
+    client, _ = fake
+    response = client.post("/v1/score", json={"messages": [{"text": "ada pungli"}]})
+    assert "explanation" not in response.json()["results"][0]
+
+
+def test_explain_refuses_more_messages_than_its_limit(fake) -> None:
+    client, _ = fake
+    body = {"explain": True, "messages": [{"text": f"pesan {i}"} for i in range(5)]}
+    error = assert_error_shape(client.post("/v1/score", json=body), 422)
+    assert "SARING_EXPLAIN_MAX_MESSAGES" in error["message"] and "4" in error["message"]
+    body["explain"] = False
+    assert client.post("/v1/score", json=body).status_code == 200  # the same call without explain is fine
+
+
+# -- the tiny model trained on tests/fixtures/make_messages.py -------------------------------------
+#
+# It learned its templates, not Indonesian: words that occur in one class's templates only are
+# evidence for that class, and the greeting template "selamat pagi admin salam hangat dari {place}"
+# is evidence against complaints and spam. Each crafted message plants class-specific words beside
+# that greeting; they must lead the ranking, ahead of every greeting word. What exactly a tiny
+# scratch transformer keys on varies between training runs (torch's thread count alone changes the
+# run), so each case asks only what held on all six runs tried (the fixture's training on one and on
+# two threads, once inside the test suite, and with seeds 1, 2 and 3):
+# - "jalan rusak parah" (aduan) holds words no other template has; each of them must outweigh every
+#   greeting word, wherever it is planted.
+# - "slot gacor maxwin" (spam) is planted where its template has it, opening the message: one run
+#   learned these words only there. The two strongest words must be planted ones.
+# - "pungli": its template is "ada pungli di kantor kelurahan ...", and which words of the phrase a
+#   run keys on differs ("ada" in one, "di" or "kelurahan" in another, "pungli" itself weighing
+#   little or even negative). What holds is that the phrase, not the greeting, carries the validity.
+
+GREETING = {"selamat", "pagi", "admin", "salam", "hangat", "dari"}
+PLANTED = [
+    ("slot gacor maxwin salam hangat dari medan", "spam", {"slot", "gacor", "maxwin"}, False),
+    ("selamat pagi admin jalan rusak parah salam hangat dari medan", "validity", {"jalan", "rusak", "parah"}, True),
+    (
+        "selamat pagi admin ada pungli di kantor kelurahan",
+        "validity",
+        {"ada", "pungli", "di", "kantor", "kelurahan"},
+        False,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    with TestClient(create_app(make_settings(tiny_model_dir, explain_top_k=64))) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("text", "score", "planted", "every_word"),
+    PLANTED,
+    ids=["slot-gacor-maxwin", "jalan-rusak-parah", "ada-pungli-phrase"],
+)
+def test_explanations_point_at_the_planted_words(
+    tiny: TestClient, text: str, score: str, planted: set[str], every_word: bool
+) -> None:
+    response = tiny.post("/v1/score", json={"explain": True, "messages": [{"text": text}]})
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    weights = {e["word"]: e[score] for e in result["explanation"]}
+    assert set(weights) == set(text.split())  # top_k=64: every word is there
+    ranked = sorted(weights, key=lambda w: -weights[w])
+    assert set(ranked[:2]) <= planted, f"{score} weights: {weights}"
+    assert weights[ranked[0]] > 0
+    strongest_greeting = max(weights[w] for w in GREETING & set(weights))
+    leading = planted if every_word else ranked[:2]
+    assert min(weights[w] for w in leading) > strongest_greeting, f"{score} weights: {weights}"
+
+
+def test_explanations_beyond_the_inflight_limit_get_429() -> None:
+    import asyncio
+
+    from service.errors import SaringError
+    from service.explain import Explainer
+
+    class Queue:
+        def retry_after(self) -> float:
+            return 2.0
+
+    explainer = Explainer(max_inflight=1)
+    explainer.inflight = 1  # one explanation is running
+    with pytest.raises(SaringError) as refused:
+        asyncio.run(explainer.explain(Queue(), None, ["ada pungli"]))
+    assert refused.value.status == 429 and refused.value.retry_after == 2.0
+    assert "SARING_EXPLAIN_MAX_INFLIGHT" in refused.value.message
