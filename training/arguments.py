@@ -187,7 +187,7 @@ class SaringTrainingArguments(TrainingArguments):
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps for LR warm-up."})
+    warmup_steps: float = field(default=0.06, metadata={"help": "LR warm-up: a share of all steps if < 1, else steps."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate (no, steps, epoch)."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (no, steps, epoch)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept for --resume."})

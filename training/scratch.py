@@ -105,7 +105,7 @@ def build_scratch_base(
             num_train_epochs=mlm_epochs,
             per_device_train_batch_size=64,
             learning_rate=5e-4,
-            warmup_ratio=0.06,
+            warmup_steps=0.06,
             weight_decay=0.01,
             save_strategy="no",
             report_to="none",
