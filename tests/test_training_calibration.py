@@ -270,3 +270,14 @@ def test_folding_keeps_float32_weights_when_the_backend_runs_in_half_precision(t
     # A bf16 value stored as float32 has its low 16 mantissa bits at zero; trained fp32 weights do not.
     low_bits = torch.cat([(v.view(torch.int32) & 0xFFFF).flatten() for v in encoder])
     assert (low_bits != 0).float().mean() > 0.9
+
+
+def test_precision_threshold_never_below_its_floor():
+    """A well-separated validation set reaches the precision at a tiny score; the floor holds the line."""
+    score = np.array([0.01, 0.02, 0.03, 0.3, 0.6, 0.7, 0.9, 0.95])
+    positive = np.array([False, True, True, True, True, True, True, True])
+    assert precision_threshold(score, positive, 0.95, "accept").value == pytest.approx(0.02)
+    floored = precision_threshold(score, positive, 0.95, "accept", floor=0.5)
+    assert floored.value == pytest.approx(0.6)
+    assert "at least 0.5" in floored.objective
+    assert floored.achieved["recall"] == pytest.approx(4 / 7)

@@ -172,6 +172,13 @@ class CalibrationArguments:
         default=0.95,
         metadata={"help": "Spam threshold: precision of `is_spam` on validation data."},
     )
+    min_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "Floor for the accept and spam thresholds: a message is never accepted (or flagged) "
+            "on a score the model itself calls unlikely, however well validation data separates."
+        },
+    )
     calibrate_temperature: bool = field(
         default=True,
         metadata={"help": "Fit a temperature on validation logits and fold it into the head."},

@@ -94,12 +94,17 @@ def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float
     )
 
 
-def precision_threshold(score: np.ndarray, positive: np.ndarray, precision_target: float, what: str) -> Threshold:
-    """Lowest t whose `score >= t` rule reaches the target precision (most recall at that precision).
+def precision_threshold(
+    score: np.ndarray, positive: np.ndarray, precision_target: float, what: str, floor: float = 0.0
+) -> Threshold:
+    """Lowest t >= floor whose `score >= t` rule reaches the target precision (most recall at it).
 
-    Falls back to 1.0 (the rule never fires) when no threshold reaches it, and says so.
+    The floor keeps a rule from firing on scores the model itself calls unlikely: on validation
+    data the model separates well, the lowest such t can sit near 0, and then new traffic with
+    any hint of the class would pass. Falls back to 1.0 (the rule never fires) when no threshold
+    reaches the target, and says so.
     """
-    candidates = np.unique(score)
+    candidates = np.unique(score[score >= floor])
     chosen = 1.0
     for t in candidates:  # ascending: the first that reaches the target keeps the most recall
         fired = score >= t
@@ -111,6 +116,7 @@ def precision_threshold(score: np.ndarray, positive: np.ndarray, precision_targe
     return Threshold(
         value=chosen,
         objective=f"{what} precision >= {precision_target:.2f}"
+        + (f", at least {floor:g}" if floor else "")
         + ("" if reached else " (not reachable on validation data: rule disabled)"),
         target=precision_target,
         achieved={

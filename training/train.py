@@ -354,9 +354,13 @@ def finalise(
         spam = val_probs[:, [label_index[x] for x in data_args.spam_labels]].sum(axis=1)
         is_aduan = np.isin(val_y, [label_index[x] for x in data_args.validity_labels])
         is_spam = np.isin(val_y, [label_index[x] for x in data_args.spam_labels])
-        accept = precision_threshold(validity, is_aduan, calib_args.accept_precision, "accept (aduan)")
+        accept = precision_threshold(
+            validity, is_aduan, calib_args.accept_precision, "accept (aduan)", floor=calib_args.min_threshold
+        )
         reject = reject_threshold(validity, is_aduan, calib_args.reject_max_aduan_rate, cap=accept.value)
-        spam_threshold = precision_threshold(spam, is_spam, calib_args.spam_precision, "is_spam")
+        spam_threshold = precision_threshold(
+            spam, is_spam, calib_args.spam_precision, "is_spam", floor=calib_args.min_threshold
+        )
 
         weights_sha = sha256_file(staging / "model.safetensors")
         now = datetime.now(UTC)
