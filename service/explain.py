@@ -35,22 +35,27 @@ _WORD = re.compile(r"\S+")
 _EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
 
 
-def log_odds(probs: np.ndarray, sidecar: Sidecar) -> tuple[np.ndarray, np.ndarray]:
-    """Log-odds of validity and of spam per row, from the class probabilities.
+def log_odds(scores: np.ndarray, sidecar: Sidecar, are_logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Log-odds of validity and of spam per row, from logits (exact) or class probabilities.
 
-    Each side is summed from its own classes rather than taken as 1 - p: float64 keeps 1e-30, but
-    1 - 1e-30 is 1.0, and a certain answer would have infinite log-odds.
+    Logits when the backend gives them: a model with its temperature folded in is often so sure
+    that float64 probabilities round to exactly 1 and 0, and then no word would seem to matter.
+    From probabilities, each side is summed from its own classes rather than taken as 1 - p
+    (float64 keeps 1e-30, but 1 - 1e-30 is 1.0).
     """
     index = {label: i for i, label in enumerate(sidecar.labels)}
-    tiny = np.finfo(np.float64).tiny
+    log_p = scores if are_logits else np.log(np.maximum(scores, np.finfo(np.float64).tiny))
     out = []
     for score in ("validity", "spam"):
         members = np.zeros(len(sidecar.labels), dtype=bool)
         members[[index[label] for label in sidecar.scores[score]]] = True
-        inside = np.maximum(probs[:, members].sum(axis=1), tiny)
-        outside = np.maximum(probs[:, ~members].sum(axis=1), tiny)
-        out.append(np.log(inside) - np.log(outside))
+        out.append(_logsumexp(log_p[:, members]) - _logsumexp(log_p[:, ~members]))
     return out[0], out[1]
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=1)
+    return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
 
 
 def words_of(text: str) -> list[str]:
@@ -139,11 +144,13 @@ class Explainer:
             rows += [text, *variants]
         encoded = await asyncio.to_thread(backend.encode, rows)  # tokenising does not touch the weights
         lengths = [len(ids) for ids in encoded.ids]
-        probs = np.zeros((len(rows), len(backend.sidecar.labels)), dtype=np.float64)
+        logits = getattr(backend, "logits", None)  # both saring backends have it; forward gives probabilities
+        run = logits or backend.forward
+        scores = np.zeros((len(rows), len(backend.sidecar.labels)), dtype=np.float64)
         for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
             # One batch per call: scoring batches queued meanwhile run in between.
-            probs[batch] = await infer.run_on_model_thread(backend.forward, [encoded.ids[i] for i in batch])
-        validity, spam = log_odds(probs, backend.sidecar)
+            scores[batch] = await infer.run_on_model_thread(run, [encoded.ids[i] for i in batch])
+        validity, spam = log_odds(scores, backend.sidecar, are_logits=logits is not None)
         answers = []
         for words, start in spans:
             base, rest = start, slice(start + 1, start + 1 + len(words))

@@ -3,6 +3,7 @@ words of crafted messages for the tiny model the test session trains."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from make_messages import PLACES, make_messages, write_jsonl
 from service_fixtures import assert_error_shape, make_settings
+from training_fixtures import torch_threads, train_argv
 
 from service.app import create_app
 from service.backend import Encoded
@@ -99,6 +102,11 @@ def test_log_odds_stay_finite_when_the_model_is_certain(tiny_model_dir: Path) ->
     assert validity[0] == pytest.approx(np.log(1 / 1e-30))
     assert np.isfinite(spam[0]) and spam[0] < -600
     assert validity[1] == pytest.approx(np.log(1 / 3)) and spam[1] == pytest.approx(0.0)
+    # From logits nothing rounds away, however sure the model: here P(not aduan) is below float64's range.
+    logits = np.array([[900.0, 0.0, -5.0, 1.0]])
+    validity, spam = log_odds(logits, sidecar, are_logits=True)
+    assert validity[0] == pytest.approx(900.0 - np.log(1 + np.exp(-5.0) + np.exp(1.0)))
+    assert spam[0] == pytest.approx(np.log(np.exp(-5.0) + np.exp(1.0)) - 900.0)
 
 
 def test_weights_are_the_log_odds_differences(fake) -> None:
@@ -140,61 +148,77 @@ def test_explain_refuses_more_messages_than_its_limit(fake) -> None:
     assert client.post("/v1/score", json=body).status_code == 200  # the same call without explain is fine
 
 
-# -- the tiny model trained on tests/fixtures/make_messages.py -------------------------------------
+# -- a tiny model whose class evidence is known -------------------------------------------------------
 #
-# It learned its templates, not Indonesian: words that occur in one class's templates only are
-# evidence for that class, and the greeting template "selamat pagi admin salam hangat dari {place}"
-# is evidence against complaints and spam. Each crafted message plants class-specific words beside
-# that greeting; they must lead the ranking, ahead of every greeting word. What exactly a tiny
-# scratch transformer keys on varies between training runs (torch's thread count alone changes the
-# run), so each case asks only what held on all six runs tried (the fixture's training on one and on
-# two threads, once inside the test suite, and with seeds 1, 2 and 3):
-# - "jalan rusak parah" (aduan) holds words no other template has; each of them must outweigh every
-#   greeting word, wherever it is planted.
-# - "slot gacor maxwin" (spam) is planted where its template has it, opening the message: one run
-#   learned these words only there. The two strongest words must be planted ones.
-# - "pungli": its template is "ada pungli di kantor kelurahan ...", and which words of the phrase a
-#   run keys on differs ("ada" in one, "di" or "kelurahan" in another, "pungli" itself weighing
-#   little or even negative). What holds is that the phrase, not the greeting, carries the validity.
+# What did the session's tiny model (tests/fixtures/make_messages.py templates only) learn? Whole
+# templates as token sequences: every word of "slot gacor hari ini maxwin ..." predicts spam equally
+# well, always together and at the same positions, so which words (and positions) a run leans on is
+# up to the run; and training here is not bit-reproducible (two runs of one seed on one thread differ).
+# Planted in a greeting, "slot gacor" or "pungli" carried the class in most runs but not all: in 2 of
+# 10 test runs a planted phrase weighed ~0 or the model leaned on "ada"/"di" rather than "pungli". An
+# explanation cannot point at words the model does not use, so that model cannot test explanations.
+#
+# The model here learns the same templates plus rows in which ONE class keyword is planted among
+# filler words that every class shares, in random order: by construction the keyword is the only
+# class evidence of such a row. A crafted message (filler words in a new order, one keyword) must
+# then be explained by its keyword. Checked on nine training runs (seeds 1-8) first. One keyword per
+# message, because occlusion removes one word at a time: two words that each suffice ("slot gacor")
+# back each other up, and removing either changes little.
 
-GREETING = {"selamat", "pagi", "admin", "salam", "hangat", "dari"}
-PLANTED = [
-    ("slot gacor maxwin salam hangat dari medan", "spam", {"slot", "gacor", "maxwin"}, False),
-    ("selamat pagi admin jalan rusak parah salam hangat dari medan", "validity", {"jalan", "rusak", "parah"}, True),
-    (
-        "selamat pagi admin ada pungli di kantor kelurahan",
-        "validity",
-        {"ada", "pungli", "di", "kantor", "kelurahan"},
-        False,
-    ),
+FILLER = ["selamat", "pagi", "admin", "salam", "hangat", "dari", "mas", "min", "ya", "mohon", "info", "tolong"]
+KEYWORDS = {
+    "aduan": ["pungli", "rusak", "banjir", "bansos"],
+    "bukan_aduan": ["semangat", "terimakasih", "sehat"],
+    "iseng": ["tuyul", "jodoh", "wkwk"],
+    "spam": ["gacor", "maxwin", "pinjol", "promo"],
+}
+CRAFTED = [
+    ("salam hangat admin pungli dari medan selamat pagi", "validity", "pungli"),
+    ("selamat pagi gacor salam dari medan admin", "spam", "gacor"),
 ]
 
 
+def planted_rows(per_class: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, keywords in KEYWORDS.items():
+        for i in range(per_class):
+            words = [*rng.sample(FILLER, rng.randint(2, 6)), rng.choice(PLACES[:14])]
+            rng.shuffle(words)
+            words.insert(rng.randint(0, len(words)), keywords[i % len(keywords)])
+            rows.append({"text": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    with TestClient(create_app(make_settings(tiny_model_dir, explain_top_k=64))) as client:
+def planted(tmp_path_factory: pytest.TempPathFactory):
+    from training.train import main
+
+    root = tmp_path_factory.mktemp("planted")
+    data = write_jsonl(make_messages(20, places=PLACES[:14]) + planted_rows(30, seed=1), root / "train.jsonl")
+    argv = train_argv(data, root / "model", "--per_device_train_batch_size", "16", "--save_strategy", "no",
+                      "--load_best_model_at_end", "false", epochs=40)  # fmt: skip
+    with torch_threads(1):
+        assert main(argv) == 0
+    with TestClient(create_app(make_settings(root / "model", explain_top_k=64))) as client:
         yield client
 
 
-@pytest.mark.parametrize(
-    ("text", "score", "planted", "every_word"),
-    PLANTED,
-    ids=["slot-gacor-maxwin", "jalan-rusak-parah", "ada-pungli-phrase"],
-)
-def test_explanations_point_at_the_planted_words(
-    tiny: TestClient, text: str, score: str, planted: set[str], every_word: bool
-) -> None:
-    response = tiny.post("/v1/score", json={"explain": True, "messages": [{"text": text}]})
+@pytest.mark.parametrize(("text", "score", "keyword"), CRAFTED, ids=["pungli", "gacor"])
+def test_explanations_point_at_the_planted_word(planted: TestClient, text: str, score: str, keyword: str) -> None:
+    response = planted.post("/v1/score", json={"explain": True, "messages": [{"text": text}]})
     assert response.status_code == 200, response.text
     (result,) = response.json()["results"]
     weights = {e["word"]: e[score] for e in result["explanation"]}
     assert set(weights) == set(text.split())  # top_k=64: every word is there
     ranked = sorted(weights, key=lambda w: -weights[w])
-    assert set(ranked[:2]) <= planted, f"{score} weights: {weights}"
-    assert weights[ranked[0]] > 0
-    strongest_greeting = max(weights[w] for w in GREETING & set(weights))
-    leading = planted if every_word else ranked[:2]
-    assert min(weights[w] for w in leading) > strongest_greeting, f"{score} weights: {weights}"
+    assert ranked[0] == keyword, f"{score} weights: {weights}"
+    # Clearly ahead: the filler words, evidence for no class, weigh at least 1 (log-odds) less.
+    assert weights[keyword] > max(weights[w] for w in ranked[1:]) + 1, weights
+    # And it is the ranking the API returns by default: the keyword first.
+    default = planted.post("/v1/score", json={"explain": True, "messages": [{"text": text}]})
+    assert default.json()["results"][0]["explanation"][0]["word"] == keyword
 
 
 def test_explanations_beyond_the_inflight_limit_get_429() -> None:
