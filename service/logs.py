@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
@@ -21,24 +22,46 @@ def mask_pii(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, and never a lost line.
+
+    A value UTF-8 cannot carry (a lone surrogate: a path with undecodable bytes, text a client sent)
+    would make the stream's write fail and logging drop the whole line; such a line is written with
+    ASCII escapes instead. Values JSON does not know are written as str().
+    """
+
+    def __init__(self, ensure_ascii: bool = False) -> None:
+        super().__init__()
+        self.ensure_ascii = ensure_ascii  # for a stream that cannot encode all of Unicode
+
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad %-format in a log call must not cost the line
+            msg = f"{record.msg} {record.args!r}"
         line = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": msg,
         }
         extra = getattr(record, "fields", None)
         if extra:
             line.update(extra)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        text = json.dumps(line, ensure_ascii=self.ensure_ascii, default=str)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(line, ensure_ascii=True, default=str)
+        return text
 
 
 def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    # Under a non-UTF-8 locale stdout cannot write every character: escape them all, or lines are lost.
+    utf8 = codecs.lookup(getattr(sys.stdout, "encoding", None) or "ascii").name == "utf-8"
+    handler.setFormatter(JsonFormatter(ensure_ascii=not utf8))
     root = logging.getLogger("saring")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
