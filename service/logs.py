@@ -9,11 +9,13 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# NIK (Indonesian ID number): 16 digits, sometimes grouped with spaces, dots or dashes.
-NIK = re.compile(r"(?<!\d)(?:\d[ .\-]?){15}\d(?!\d)")
+# NIK (Indonesian ID number): 16 digits, sometimes grouped with spaces, dots or dashes (" - " too).
+NIK = re.compile(r"(?<!\d)(?:\d\s?[.\-\u2010-\u2015]?\s?){15}\d(?!\d)")
 # Phone numbers: +62 / 62 / 0 followed by 8-13 more digits, with optional separators; also when glued
-# to a word ("wa081234567890", "telp.0812..."), only not inside a longer run of digits.
-PHONE = re.compile(r"(?<![\d+])(?:\+62|62|0)[\s.\-]?8(?:[\s.\-]?\d){7,11}(?!\d)")
+# to a word ("wa081234567890", "telp.0812..."), only not inside a longer run of digits. Separators as
+# people type them: spaces, dots, dashes of any kind, parentheses ("(0812) 3456-7890", "(+62) 812 ...").
+_SEP = r"[\s.\-\u2010-\u2015\u2212()]{0,3}"
+PHONE = re.compile(rf"(?<![\d+])\(?(?:\+62|62|0){_SEP}8(?:{_SEP}\d){{7,11}}(?!\d)")
 
 
 def mask_pii(text: str) -> str:
