@@ -66,8 +66,9 @@ class Sidecar:
         for key in ("accept", "reject", "spam"):
             if not isinstance(data.get(key), dict):
                 raise ModelFolderError(f"{SIDECAR_NAME}: threshold '{key}' is missing")
-            data[key] = Threshold(**data[key])
         try:
+            for key in ("accept", "reject", "spam"):
+                data[key] = Threshold(**data[key])
             return cls(**data)
         except TypeError as exc:  # missing or unknown keys
             raise ModelFolderError(f"{SIDECAR_NAME}: {exc}") from exc
@@ -83,6 +84,48 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def write_sidecar(folder: Path, sidecar: Sidecar) -> None:
     (folder / SIDECAR_NAME).write_text(sidecar.to_json() + "\n", encoding="utf-8")
+
+
+def _check_values(data: object, path: Path) -> None:
+    """Refuse a JSON file whose values would break serving later: wrong types, text UTF-8 cannot carry.
+
+    A folder is data from outside the service; a wrong type here would otherwise surface as a 500 on
+    every answer that quotes the sidecar, after the folder had been swapped in.
+    """
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelFolderError(f"{path}: holds text that is not valid Unicode (a lone surrogate)") from None
+    if path.name != SIDECAR_NAME:
+        return
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    def strings(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    checks = {
+        "name": lambda v: isinstance(v, str),
+        "version": lambda v: isinstance(v, str),
+        "base_model": lambda v: isinstance(v, str),
+        "created_at": lambda v: isinstance(v, str),
+        "weights_sha256": lambda v: isinstance(v, str),
+        "max_length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "labels": strings,
+        "scores": lambda v: isinstance(v, dict) and all(strings(m) for m in v.values()),
+        "temperature": lambda v: number(v) and v > 0,
+        "training_data": lambda v: isinstance(v, dict),
+        "calibration": lambda v: isinstance(v, dict),
+        "onnx": lambda v: isinstance(v, dict),
+    }
+    for key in ("accept", "reject", "spam"):
+        checks[key] = lambda v: isinstance(v, dict) and number(v.get("value")) and 0.0 <= v["value"] <= 1.0
+    wrong = [key for key, ok in checks.items() if key in data and not ok(data[key])]
+    if wrong:
+        raise ModelFolderError(f"{path}: wrong type or value for {', '.join(wrong)}")
 
 
 def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
@@ -111,6 +154,8 @@ def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFolderError(f"model folder {folder}: unreadable JSON ({exc})") from exc
+    _check_values(raw, sidecar_path)
+    _check_values(config, config_path)
     if raw.get("format_version") != FORMAT_VERSION:
         raise ModelFolderError(
             f"{sidecar_path}: format_version {raw.get('format_version')!r} is not supported "
@@ -121,6 +166,8 @@ def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
     id2label = config.get("id2label")
     if not id2label:
         raise ModelFolderError(f"{config_path} has no id2label: the labels cannot be named")
+    if not isinstance(id2label, dict) or sorted(id2label) != sorted(str(i) for i in range(len(id2label))):
+        raise ModelFolderError(f"{config_path}: id2label must map '0'..'{len(id2label) - 1}' to label names")
     config_labels = [id2label[str(i)] for i in range(len(id2label))]
     if config_labels != sidecar.labels:
         raise ModelFolderError(

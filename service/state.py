@@ -17,7 +17,6 @@ from service.feedback import AsyncFeedbackStore
 from service.flood import FloodDetector
 from service.infer import Infer
 from service.metrics import ServiceMetrics
-from service.model_folder import ModelFolderError
 from service.settings import Settings
 
 logger = logging.getLogger("saring")
@@ -93,13 +92,15 @@ class AppState:
             try:
                 backend = await asyncio.to_thread(self.backend_factory, target)
                 await self._warm_up(backend)
-            except (ModelFolderError, OSError, ValueError, RuntimeError) as exc:
-                self.last_reload_error = f"{target}: {exc}"
+            except Exception as exc:  # whatever a broken folder raises, it is refused, never a 500
+                # The reason quotes the folder: escape what UTF-8 cannot carry, or every /v1/model would fail.
+                reason = (str(exc) or type(exc).__name__).encode("utf-8", "backslashreplace").decode("utf-8")
+                where = str(target).encode("utf-8", "backslashreplace").decode("utf-8")
+                self.last_reload_error = f"{where}: {reason}"
                 self.metrics.reloads.labels("refused").inc()
-                logger.error("model reload refused", extra={"fields": {"dir": str(target), "error": str(exc)}})
-                raise SaringError(
-                    422, f"model folder refused, still serving the previous model: {exc}", type="model_folder_invalid"
-                ) from exc
+                logger.error("model reload refused", extra={"fields": {"dir": where, "error": reason}})
+                message = f"model folder refused, still serving the previous model: {reason}"
+                raise SaringError(422, message, type="model_folder_invalid") from exc
             self.infer.swap_backend(backend)
             self.last_reload_error = None
             self.metrics.reloads.labels("ok").inc()
