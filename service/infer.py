@@ -65,6 +65,9 @@ class Infer:
         self.timeout_s = request_timeout_s
         self.inflight = 0
         self._queue: collections.deque[_Item] = collections.deque()
+        # Messages admitted but still being tokenised: they count against max_queued_messages at once,
+        # or every admitted call could pass the check during its tokenising await and overfill the queue.
+        self._reserved = 0
         self._wakeup = asyncio.Event()
         # One thread runs every forward: the model is never entered twice at once.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saring-model")
@@ -78,7 +81,7 @@ class Infer:
     async def stop(self) -> None:
         """Finish what is queued, then stop the batching task and the model thread."""
         deadline = time.monotonic() + self.timeout_s
-        while self._queue and time.monotonic() < deadline:
+        while (self._queue or self._reserved) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
@@ -100,7 +103,7 @@ class Infer:
 
     # -- requests --------------------------------------------------------------------------
     def retry_after(self) -> float:
-        return max(1.0, len(self._queue) * self._seconds_per_message)
+        return max(1.0, (len(self._queue) + self._reserved) * self._seconds_per_message)
 
     async def score(self, texts: Sequence[str]) -> Scored:
         """Admit, tokenise, queue and await the probabilities of `texts`."""
@@ -121,16 +124,21 @@ class Infer:
 
     async def _score_admitted(self, texts: Sequence[str]) -> Scored:
         backend = self.backend
-        if len(self._queue) + len(texts) > self.max_queued:
+        waiting = len(self._queue) + self._reserved
+        if waiting + len(texts) > self.max_queued:
             self.metrics.refused.labels("queue_full").inc()
             raise SaringError(
                 429,
-                f"queue is full ({len(self._queue)} messages waiting, limit {self.max_queued}, "
+                f"queue is full ({waiting} messages waiting, limit {self.max_queued}, "
                 "SARING_MAX_QUEUED_MESSAGES); retry later",
                 retry_after=self.retry_after(),
             )
-        # Tokenising a large call takes milliseconds: keep it off the event loop.
-        encoded = await asyncio.to_thread(backend.encode, texts) if len(texts) > 8 else backend.encode(texts)
+        self._reserved += len(texts)
+        try:
+            # Tokenising a large call takes milliseconds: keep it off the event loop.
+            encoded = await asyncio.to_thread(backend.encode, texts) if len(texts) > 8 else backend.encode(texts)
+        finally:
+            self._reserved -= len(texts)
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in texts]
         # Shortest first, so the batches cut from a large call hold messages of similar length.
