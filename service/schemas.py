@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+# A character that shows: not whitespace, a control, a zero-width or direction mark, a Hangul filler or
+# a tag. Text without one is empty to a reader (a common prank), so it is refused like blank text.
+_VISIBLE = re.compile(
+    r"[^\s\x00-\x1f\x7f-\xa0\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f"
+    r"\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000e0000-\U000e0fff]"
+)
 
 
 class Message(BaseModel):
@@ -18,8 +26,8 @@ class Message(BaseModel):
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError("text is not valid Unicode (lone surrogate)") from exc
-        if not text.strip():
-            raise ValueError("text is empty")
+        if not _VISIBLE.search(text):
+            raise ValueError("text is empty (no visible characters)")
         return text
 
 
