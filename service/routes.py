@@ -19,6 +19,7 @@ from service.schemas import (
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
+    message_limit,
 )
 from service.scoring import score_rows
 from service.state import AppState
@@ -29,7 +30,9 @@ router = APIRouter()
 # Dependencies are `async def`: they never block, and a plain `def` would cost every request a hop
 # through the thread pool, which under a burst delays even the immediate 429s by hundreds of ms.
 async def get_state(request: Request) -> AppState:
-    return request.app.state.saring
+    state = request.app.state.saring
+    message_limit.set(state.settings.max_messages_per_request)  # checked before the body is validated
+    return state
 
 
 State = Annotated[AppState, Depends(get_state)]

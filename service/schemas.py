@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from service.errors import SaringError
+
+# The messages-per-call limit of the app serving this request (set by a dependency, which FastAPI runs
+# before it validates the body): a call with 100,000 tiny messages is refused before a single message
+# is validated, in microseconds, not after a second of event-loop time.
+message_limit: ContextVar[int | None] = ContextVar("saring_message_limit", default=None)
 
 # A character that shows: not whitespace, a control, a zero-width or direction mark, a Hangul filler or
 # a tag. Text without one is empty to a reader (a common prank), so it is refused like blank text.
@@ -34,6 +42,17 @@ class Message(BaseModel):
 class ScoreRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, description="Messages to score, answered in this order.")
     explain: bool = Field(False, description="Also return the words that moved validity and spam most (slower).")
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _within_limit(cls, messages: Any) -> Any:
+        limit = message_limit.get()
+        if limit is not None and isinstance(messages, list) and len(messages) > limit:
+            # Not a ValueError: pydantic lets it through to the 413 handler, with the route's own message.
+            raise SaringError(
+                413, f"{len(messages)} messages in one call; the limit is {limit} (SARING_MAX_MESSAGES_PER_REQUEST)"
+            )
+        return messages
 
 
 class ModelRef(BaseModel):
