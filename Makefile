@@ -5,6 +5,9 @@ BIN      := $(VENV)/bin
 DATASETS ?= ../shared/datasets
 MODEL    := models/default
 SEED     ?= 42
+# One intra-op thread: on a 2-core machine with anything else running, two threads ran many
+# times slower than one (see bench/); raise it on a quiet, larger machine.
+TRAIN_THREADS ?= 1
 
 .PHONY: setup run test lint model bench clean-model
 
@@ -22,10 +25,10 @@ setup: $(VENV)/.installed
 # The public data sets are used only to measure (model card), and only when they are present.
 $(MODEL)/saring.json: data/seed/train.jsonl data/seed/test.jsonl | $(VENV)/.installed
 	$(BIN)/python -m training augment --input data/seed/train.jsonl --output build/seed/train_aug.jsonl \
-		--validation_output build/seed/validation.jsonl --per_message 2 --seed $(SEED)
+		--validation_output build/seed/validation.jsonl --per_message 1 --seed $(SEED)
 	@if [ -d "$(DATASETS)" ]; then $(BIN)/python -m training real-eval-set --datasets $(DATASETS) \
 		--output build/real_mixed.jsonl; fi
-	$(BIN)/python -m training train configs/default.json \
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(BIN)/python -m training train configs/default.json \
 		$(if $(wildcard $(DATASETS)),--extra_eval_file real=build/real_mixed.jsonl,)
 
 model: $(MODEL)/saring.json

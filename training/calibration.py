@@ -70,7 +70,7 @@ def fold_temperature(model, temperature: float) -> None:
 def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float, cap: float = 1.0) -> Threshold:
     """Largest t <= cap with share(validity <= t | aduan) <= max_rate: few genuine complaints rejected.
 
-    `cap` is the accept threshold: a weak model must not get overlapping bands.
+    `cap` is at most the accept threshold (bands never overlap) and the --max_reject_threshold ceiling.
     """
     genuine = np.sort(validity[is_aduan])
     allowed = int(np.floor(max_rate * len(genuine)))  # how many genuine complaints may fall at or below t
@@ -83,7 +83,7 @@ def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float
     return Threshold(
         value=value,
         objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected{unreachable}"
-        + (" (capped at the accept threshold)" if capped else ""),
+        + (f" (capped at {cap:g})" if capped else ""),
         target=max_rate,
         achieved={
             "aduan_rejected_rate": rate,

@@ -357,7 +357,9 @@ def finalise(
         accept = precision_threshold(
             validity, is_aduan, calib_args.accept_precision, "accept (aduan)", floor=calib_args.min_threshold
         )
-        reject = reject_threshold(validity, is_aduan, calib_args.reject_max_aduan_rate, cap=accept.value)
+        reject = reject_threshold(
+            validity, is_aduan, calib_args.reject_max_aduan_rate, cap=min(accept.value, calib_args.max_reject_threshold)
+        )
         spam_threshold = precision_threshold(
             spam, is_spam, calib_args.spam_precision, "is_spam", floor=calib_args.min_threshold
         )
