@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
         state.ready = False
         await state.infer.stop()
         await state.feedback.close()
+        if state.flood is not None:
+            state.flood.close()
 
     app = FastAPI(
         title="saring",

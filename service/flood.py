@@ -11,12 +11,14 @@ falls out of the time window or is pushed out by newer ones.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,6 +29,9 @@ NUM_PERM = 64
 # with p=0.99; pairs at 0.3 still do with p=0.44 and are then refused by the full signature.
 BANDS = 21
 ROWS = 3
+MAX_CHARS = 4096  # a near-duplicate is judged on the first 4,096 normalised characters: bounded cost
+_PAD = 0x110000  # beyond Unicode: pads a text shorter than one shingle
+_CHUNK = 1024  # shingles hashed at once: (shingles x NUM_PERM) uint64 temporaries of 16 MB at most
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\S+\.(?:com|id|net|org|co|ly|me|io)\b(?:/\S*)?", re.IGNORECASE)
 _NOT_LETTER = re.compile(r"[\W\d_]+")  # digits, punctuation, symbols and emoji alike
@@ -36,7 +41,7 @@ _REPEATS = re.compile(r"(.)\1{2,}")  # "haloooo" -> "haloo", "wkwkwk" stays
 _rng = np.random.default_rng(20240917)
 _MUL = (_rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)  # odd
 _ADD = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
-_POWERS = np.array([pow(1_000_003, i, 2**64) for i in range(SHINGLE_CHARS * 4)], dtype=np.uint64)
+_POWERS = np.array([pow(1_000_003, i, 2**64) for i in range(SHINGLE_CHARS)], dtype=np.uint64)
 _BAND_WEIGHTS = np.array([pow(0x9E3779B1, i, 2**64) for i in range(ROWS)], dtype=np.uint64)
 
 
@@ -49,36 +54,62 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def shingle_hashes(normalised: str) -> np.ndarray:
-    """Distinct 64-bit hashes of the character 5-grams (the whole text when shorter)."""
-    data = np.frombuffer(normalised.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(data) <= SHINGLE_CHARS:
-        windows = data[None, :]
-        powers = _POWERS[: len(data)]
-    else:
-        windows = sliding_window_view(data, SHINGLE_CHARS)
-        powers = _POWERS[:SHINGLE_CHARS]
+def _codes(text: str) -> np.ndarray:
+    """Code points of the normalised text (its first MAX_CHARS), padded to at least one shingle."""
+    normalised = normalise(text)[:MAX_CHARS]
+    if not normalised:  # only digits, emoji or links: only an exact repeat is a duplicate
+        normalised = "\x00" + " ".join(text.casefold().split())[:MAX_CHARS]
+    codes = np.frombuffer(normalised.encode("utf-32-le"), dtype=np.uint32)
+    if len(codes) < SHINGLE_CHARS:
+        codes = np.concatenate([codes, np.full(SHINGLE_CHARS - len(codes), _PAD, dtype=np.uint32)])
+    return codes
+
+
+def signatures(texts: Sequence[str]) -> np.ndarray:
+    """MinHash signatures (len(texts), NUM_PERM) uint32 of raw texts, computed for the whole call at
+    once (per-text numpy calls would cost more than the hashing): one 64-bit rolling hash per
+    character 5-gram, then multiply-shift hashing per permutation, minimum per text."""
+    out = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    codes = [_codes(t) for t in texts]
+    start = 0
+    while start < len(codes):  # chunks of at most ~_CHUNK shingles bound the temporary arrays
+        stop, shingles = start, 0
+        while stop < len(codes) and (stop == start or shingles + len(codes[stop]) <= _CHUNK):
+            shingles += len(codes[stop]) - SHINGLE_CHARS + 1
+            stop += 1
+        out[start:stop] = _signature_chunk(codes[start:stop])
+        start = stop
+    return out
+
+
+def _signature_chunk(codes: list[np.ndarray]) -> np.ndarray:
+    lengths = np.array([len(c) for c in codes])
+    counts = lengths - SHINGLE_CHARS + 1  # shingles per text, each >= 1
+    text_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    shingle_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    windows = sliding_window_view(np.concatenate(codes).astype(np.uint64), SHINGLE_CHARS)
+    # Only windows that lie inside one text: shingle j of text i starts at text_start[i] + j.
+    index = np.arange(counts.sum()) + np.repeat(text_start - shingle_start, counts)
     with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
-        hashes = (windows * powers).sum(axis=1) + np.uint64(len(windows[0]))
-    return np.unique(hashes)
+        hashes = (windows[index] * _POWERS).sum(axis=1)
+        permuted = (hashes[:, None] * _MUL[None, :] + _ADD[None, :]) >> np.uint64(32)
+    return np.minimum.reduceat(permuted, shingle_start, axis=0).astype(np.uint32)
 
 
 def signature(text: str) -> np.ndarray:
-    """MinHash signature (NUM_PERM uint32) of a raw text; multiply-shift hashing per permutation."""
-    normalised = normalise(text)
-    if not normalised:  # only digits, emoji or links: only an exact repeat is a duplicate
-        normalised = "\x00" + " ".join(text.casefold().split())
-    shingles = shingle_hashes(normalised)
-    with np.errstate(over="ignore"):
-        permuted = (shingles[:, None] * _MUL[None, :] + _ADD[None, :]) >> np.uint64(32)
-    return permuted.min(axis=0).astype(np.uint32)
+    """MinHash signature (NUM_PERM uint32) of one raw text."""
+    return signatures([text])[0]
 
 
-def band_keys(sig: np.ndarray) -> list[int]:
-    """One integer per band; two signatures share a key when they agree on all rows of that band."""
-    rows = sig[: BANDS * ROWS].astype(np.uint64).reshape(BANDS, ROWS)
+def band_keys(sigs: np.ndarray) -> list[list[int]]:
+    """Per signature, one integer per band; two signatures share a key when they agree on all rows
+    of that band."""
+    rows = sigs[:, : BANDS * ROWS].astype(np.uint64).reshape(len(sigs), BANDS, ROWS)
     with np.errstate(over="ignore"):
-        return (rows * _BAND_WEIGHTS).sum(axis=1).tolist()
+        return (rows * _BAND_WEIGHTS).sum(axis=2).tolist()
+
+
+_NO_SLOTS = np.empty(0, dtype=np.int64)
 
 
 class FloodDetector:
@@ -104,30 +135,49 @@ class FloodDetector:
         self._oldest = 0  # ring buffer: slots _oldest .. _oldest+_size-1 (mod max_tracked), in arrival order
         self._size = 0
         self._lock = threading.Lock()
+        self._thread: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
         return self._size
 
+    async def observe_async(self, texts: Sequence[str]) -> list[int]:
+        """observe() for the event loop: a few texts inline (~0.1 ms each), a larger call on the
+        detector's one thread. One, not the shared pool: under a burst, several threads hashing at
+        once would hold the GIL against the model thread and the event loop alike."""
+        if len(texts) <= 8:
+            return self.observe(texts)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saring-flood")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.observe, texts)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
     def observe(self, texts: Sequence[str], now: float | None = None) -> list[int]:
         """Near-duplicate counts for texts arriving now, in order; each is then remembered, so later
         texts of the same call count the earlier ones."""
-        sigs = [signature(t) for t in texts]  # outside the lock: the costly part
+        if not texts:
+            return []
+        sigs = signatures(texts)  # outside the lock: the costly part
+        keys = band_keys(sigs)
         now = self.clock() if now is None else now
         counts = []
-        for sig in sigs:
+        for sig, sig_keys in zip(sigs, keys, strict=True):
             # The lock is taken per message: the event loop, observing a small call, never waits
             # for a large call's whole batch on a worker thread.
             with self._lock:
                 self._expire(now)
-                counts.append(len(self._add(sig, now)[1]))
+                counts.append(len(self._add(sig, sig_keys, now)[1]))
         return counts
 
     def observe_matches(self, text: str, now: float) -> tuple[int, list[int]]:
         """For measurements: the ring slot `text` is remembered in, and the slots of its near-duplicates."""
-        sig = signature(text)
+        sigs = signatures([text])
         with self._lock:
             self._expire(now)
-            return self._add(sig, now)
+            return self._add(sigs[0], band_keys(sigs)[0], now)
 
     # -- internals (hold the lock) -----------------------------------------------------------
     def _expire(self, now: float) -> None:
@@ -137,7 +187,7 @@ class FloodDetector:
 
     def _evict_oldest(self) -> None:
         slot = self._oldest
-        for band, key in zip(self._buckets, band_keys(self._sigs[slot]), strict=True):
+        for band, key in zip(self._buckets, band_keys(self._sigs[slot : slot + 1])[0], strict=True):
             held = band[key]
             if isinstance(held, int):
                 del band[key]
@@ -156,6 +206,8 @@ class FloodDetector:
             held = band.get(key)
             if held is not None:
                 parts.append(np.array([held]) if isinstance(held, int) else np.frombuffer(held, dtype=np.int64))
+        if not parts:  # the common case: nothing like it remembered
+            return _NO_SLOTS
         for part in parts:
             self._mark[part] = True
         slots = np.flatnonzero(self._mark)
@@ -163,13 +215,14 @@ class FloodDetector:
             self._mark[part] = False
         return slots
 
-    def _add(self, sig: np.ndarray, now: float) -> tuple[int, list[int]]:
+    def _add(self, sig: np.ndarray, keys: list[int], now: float) -> tuple[int, list[int]]:
         if self._size == self.max_tracked:
             self._evict_oldest()  # the cap holds even when the window is long
-        keys = band_keys(sig)
         slots = self._candidates(keys)
-        agree = (self._sigs[slots] == sig).sum(axis=1)
-        matches = slots[agree >= self.min_agree].tolist()
+        matches: list[int] = []
+        if len(slots):
+            agree = (self._sigs[slots] == sig).sum(axis=1)
+            matches = slots[agree >= self.min_agree].tolist()
         slot = (self._oldest + self._size) % self.max_tracked
         self._sigs[slot] = sig
         self._times[slot] = now

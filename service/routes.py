@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from typing import Annotated
 
@@ -93,9 +92,8 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
     near_duplicates: list[int | None] = [None] * len(texts)
     if state.flood is not None:
         # Only answered calls are remembered (a refused call's retry is not its own duplicate); repeats
-        # within a call count too. Hashing costs ~0.15 ms a message: a large call does it off the loop.
-        flood = state.flood
-        near_duplicates = await asyncio.to_thread(flood.observe, texts) if len(texts) > 8 else flood.observe(texts)
+        # within a call count too.
+        near_duplicates = await state.flood.observe_async(texts)
     results = []
     decisions: dict[str, int] = {}
     for message, result, truncated, near, explanation in zip(
