@@ -65,11 +65,6 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
 
-    # Security and logs
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated API keys; when set, /v1/* needs 'Authorization: Bearer <key>'. Empty: no auth.",
-    )
     # Feedback, flood detection and explanations
     feedback_db_url: str | None = Field(
         None,
@@ -109,6 +104,11 @@ class Settings(BaseSettings):
         2, ge=1, description="Explained requests running at once; more get 429 with Retry-After."
     )
 
+    # Security and logs
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when set, /v1/* needs 'Authorization: Bearer <key>'. Empty: no auth.",
+    )
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (e.g. a Docker secret), added to SARING_API_KEYS."
     )

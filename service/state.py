@@ -47,10 +47,10 @@ class AppState:
     summary: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     last_reload_error: str | None = None
+    api_keys: list[str] = field(default_factory=list)
     feedback: AsyncFeedbackStore | None = None
     flood: FloodDetector | None = None  # None: flood detection switched off
     explainer: Explainer | None = None
-    api_keys: list[str] = field(default_factory=list)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def load_initial(self) -> None:
