@@ -24,13 +24,15 @@ FROM build AS build-train
 RUN pip install ".[onnx,train]"
 
 FROM python:${PYTHON_VERSION}-slim AS api
-RUN useradd --system --uid 10001 --home-dir /app saring
+RUN useradd --system --uid 10001 --home-dir /app saring \
+    && mkdir -p /var/lib/saring && chown saring /var/lib/saring
 COPY --from=build /opt/saring /opt/saring
 ENV PATH=/opt/saring/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SARING_HOST=0.0.0.0 \
     SARING_PORT=8000 \
-    SARING_MODEL_DIR=/models/default
+    SARING_MODEL_DIR=/models/default \
+    SARING_FEEDBACK_DB_PATH=/var/lib/saring/feedback.sqlite3
 WORKDIR /app
 USER saring
 EXPOSE 8000

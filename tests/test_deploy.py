@@ -74,3 +74,9 @@ def test_readme_commands_are_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make run" in readme and "make test" in readme
     assert "make test" in ci
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f"SARING_{name.upper()}" for name in Settings.model_fields if f"`SARING_{name.upper()}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing}"
