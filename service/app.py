@@ -34,6 +34,7 @@ def default_backend_factory(settings: Settings) -> BackendFactory:
             device=settings.device,
             num_threads=settings.threads(),
             onnx_variant=settings.onnx_variant,
+            dtype=settings.dtype,
         )
 
     return load
