@@ -6,6 +6,10 @@ calls get 429 with Retry-After at once (decided in milliseconds by the server), 
 bounded, and within 5 s of the burst's last call a new call is answered as fast as on an idle server.
 tests/test_service_server.py checks a burst against a tiny admission limit; this one uses the default
 limits and a rate derived from what the server can actually do.
+
+Every call carries distinct texts, like traffic from many citizens. One text repeated thousands of
+times is a different load: flood detection then compares each message with every remembered copy,
+which is flood detection's own cost to bound, not what this test measures.
 """
 
 from __future__ import annotations
