@@ -1,0 +1,69 @@
+"""How the batcher cuts batches from the queue: oldest first, similar lengths, bounded by tokens."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.infer import Infer, _Item
+from service.metrics import ServiceMetrics
+
+
+class _Backend:
+    """Only identity matters here: batches never mix backends."""
+
+
+def _queue(infer: Infer, lengths: list[int], backend: object) -> list[_Item]:
+    loop = asyncio.new_event_loop()
+    items = [_Item(list(range(n)), backend, loop.create_future()) for n in lengths]
+    infer._queue.extend(items)
+    return items
+
+
+def _infer(**kwargs) -> Infer:
+    return Infer(_Backend(), ServiceMetrics(), **kwargs)
+
+
+def test_oldest_first_then_closest_lengths() -> None:
+    infer = _infer(max_batch_size=3, max_batch_tokens=10_000)
+    backend = infer.backend
+    items = _queue(infer, [10, 120, 11, 118, 9, 121], backend)
+    first = infer._next_batch()
+    assert first[0] is items[0]  # the oldest always goes first: nothing starves
+    assert sorted(len(i.ids) for i in first) == [9, 10, 11]
+    second = infer._next_batch()
+    assert second[0] is items[1] and sorted(len(i.ids) for i in second) == [118, 120, 121]
+    assert not infer._queue
+
+
+def test_padding_is_lower_than_first_come_batches() -> None:
+    lengths = [12, 128, 15, 20, 128, 9, 14, 30, 128, 11, 16, 10] * 8
+    infer = _infer(max_batch_size=8, max_batch_tokens=100_000)
+    _queue(infer, lengths, infer.backend)
+    padded = 0
+    while batch := infer._next_batch():
+        padded += max(len(i.ids) for i in batch) * len(batch)
+    fifo = sum(max(lengths[i : i + 8]) * len(lengths[i : i + 8]) for i in range(0, len(lengths), 8))
+    assert padded < 0.6 * fifo
+
+
+def test_token_budget_and_backend_boundaries_hold() -> None:
+    infer = _infer(max_batch_size=32, max_batch_tokens=100)
+    old_backend, new_backend = infer.backend, _Backend()
+    _queue(infer, [20, 20, 20], old_backend)
+    _queue(infer, [20, 20], new_backend)
+    batch = infer._next_batch()
+    assert all(i.backend is old_backend for i in batch) and len(batch) == 3  # 3 x 20 <= 100
+    batch = infer._next_batch()
+    assert all(i.backend is new_backend for i in batch) and len(batch) == 2
+    _queue(infer, [60, 50, 40], old_backend)
+    batch = infer._next_batch()
+    assert max(len(i.ids) for i in batch) * len(batch) <= 100
+
+
+def test_cancelled_items_are_skipped() -> None:
+    infer = _infer(max_batch_size=4)
+    items = _queue(infer, [5, 6, 7, 8], infer.backend)
+    items[0].future.cancel()
+    items[2].future.cancel()
+    batch = infer._next_batch()
+    assert [len(i.ids) for i in batch] == [6, 8]
