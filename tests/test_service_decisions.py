@@ -31,7 +31,7 @@ CANDIDATES = [
     "lapor",
     "banjir di bandung hihi canda",
 ]
-MARGIN = 2.0  # log-odds between a score and a threshold: a factor e^2 in odds, far above float noise
+MARGIN = 1.0  # log-odds between a score and a threshold: a factor e in odds, far above float noise
 
 
 def logit(p: float) -> float:
