@@ -39,8 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bert_base import build_bert_base_folder  # noqa: E402
 from service.backend import predict  # noqa: E402
-from service.model_folder import Sidecar, Threshold, sha256_file, write_sidecar  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 if not DATASETS.is_dir():
@@ -49,7 +49,6 @@ SOURCES = [
     (DATASETS / "sms_spam_id" / "dataset_sms_spam_v1.csv", "Teks"),
     (DATASETS / "city_complaints_sby" / "complaints.csv", "text"),
 ]
-LABELS = ["aduan", "bukan_aduan", "iseng", "spam"]
 MAX_LENGTH = 128
 MAX_BATCH_TOKENS = 4096
 
@@ -60,45 +59,6 @@ def read_texts() -> list[str]:
         with path.open(encoding="utf-8", newline="") as fh:
             texts += [row[column].strip() for row in csv.DictReader(fh) if (row.get(column) or "").strip()]
     return texts
-
-
-def build_folder(folder: Path, texts: list[str]) -> None:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from training.scratch import train_wordpiece
-
-    tokenizer = train_wordpiece(texts, vocab_size=50000, max_length=MAX_LENGTH)
-    config = BertConfig(
-        vocab_size=50000,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-    )
-    model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    threshold = Threshold(value=0.5, objective="benchmark", target=0.0)
-    write_sidecar(
-        folder,
-        Sidecar(
-            name="bench-bert-base",
-            version="random",
-            base_model="random init (BERT-base shape)",
-            max_length=MAX_LENGTH,
-            labels=LABELS,
-            scores={"validity": ["aduan"], "spam": ["spam", "iseng"]},
-            temperature=1.0,
-            accept=threshold,
-            reject=Threshold(value=0.2, objective="benchmark", target=0.0),
-            spam=threshold,
-            weights_sha256=sha256_file(folder / "model.safetensors"),
-        ),
-    )
-    print(f"tokenizer: {len(tokenizer)} word pieces learnt from {len(texts)} texts")
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
@@ -189,9 +149,7 @@ def main() -> int:
     }
 
     with tempfile.TemporaryDirectory(prefix="saring-bench-") as tmp:
-        folder = Path(tmp) / "bert-base"
-        folder.mkdir()
-        build_folder(folder, all_texts)
+        folder = build_bert_base_folder(Path(tmp) / "bert-base", all_texts)
         t0 = time.perf_counter()
         export_fp32(folder, folder / "model.onnx")
         export_s = time.perf_counter() - t0
