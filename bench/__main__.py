@@ -64,12 +64,12 @@ def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
     return padded / sum(lengths)
 
 
-def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str]) -> dict:
+def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str], dtype: str = "auto") -> dict:
     from service.backend import length_sorted_batches, load_backend, predict
     from service.settings import Settings
 
     settings = Settings()
-    backend = load_backend(model_dir, kind=backend_kind, device="cpu", num_threads=threads)
+    backend = load_backend(model_dir, kind=backend_kind, device="cpu", num_threads=threads, dtype=dtype)
     predict(backend, texts[:64])  # warm-up
     started = time.perf_counter()
     predict(backend, texts, max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens)
@@ -112,12 +112,13 @@ def naive_pipeline(model_dir: Path, threads: int, texts: list[str]) -> dict:
     return {"messages_per_s": len(texts) / (time.perf_counter() - started), "threads": threads}
 
 
-def start_server(model_dir: Path, backend_kind: str, port: int) -> subprocess.Popen:
+def start_server(model_dir: Path, backend_kind: str, port: int, dtype: str = "auto") -> subprocess.Popen:
     env = dict(
         os.environ,
         SARING_MODEL_DIR=str(model_dir),
         SARING_PORT=str(port),
         SARING_BACKEND=backend_kind,
+        SARING_DTYPE=dtype,
         SARING_LOG_LEVEL="warning",
         SARING_MAX_INFLIGHT_REQUESTS="256",
         SARING_REQUEST_TIMEOUT_S="60",
@@ -145,10 +146,10 @@ def load(url: str, **kwargs) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def http_runs(model_dir: Path, backend_kind: str, quick: bool) -> dict:
+def http_runs(model_dir: Path, backend_kind: str, quick: bool, dtype: str = "auto") -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/score"
-    server = start_server(model_dir, backend_kind, port)
+    server = start_server(model_dir, backend_kind, port, dtype)
     runs: dict[str, dict] = {}
     try:
         load(url, concurrency=8, requests=32, batch=1)  # warm connections and caches
@@ -169,20 +170,23 @@ def http_runs(model_dir: Path, backend_kind: str, quick: bool) -> dict:
     return runs
 
 
-def bench_model(name: str, model_dir: Path, backend_kind: str, threads: int, quick: bool) -> dict:
+def bench_model(name: str, model_dir: Path, backend_kind: str, threads: int, quick: bool, dtype: str = "auto") -> dict:
     texts = message_mix(256 if quick else 512)
     print(f"[{name}/{backend_kind}] in-process ...", flush=True)
     result: dict = {
         "model": name,
         "backend": backend_kind,
-        "in_process": in_process(model_dir, backend_kind, threads, texts),
+        "dtype": dtype,
+        "in_process": in_process(model_dir, backend_kind, threads, texts, dtype),
     }
     if backend_kind == "torch":
         print(f"[{name}] naive pipeline ...", flush=True)
         result["naive"] = naive_pipeline(model_dir, threads, texts[: 48 if quick else 96])
-        result["gemm_peak_fp32_flops_per_s"] = gemm_peak("fp32", threads)
+        # The peak of the precision the forward runs in: bf16 GEMMs peak several times higher on AMX.
+        result["precision"] = "bf16" if dtype == "bf16" else "fp32"
+        result["gemm_peak_flops_per_s"] = gemm_peak(result["precision"], threads)
     print(f"[{name}/{backend_kind}] HTTP ...", flush=True)
-    result["http"] = http_runs(model_dir, backend_kind, quick)
+    result["http"] = http_runs(model_dir, backend_kind, quick, dtype)
     ip = result["in_process"]["messages_per_s"]
     http32 = max(result["http"]["c32_b1"]["messages_per_s"], result["http"]["c32_b16"]["messages_per_s"])
     half = result["http"]["half_capacity"]
@@ -194,7 +198,7 @@ def bench_model(name: str, model_dir: Path, backend_kind: str, threads: int, qui
         result["ratios"]["in_process_over_naive"] = ip / result["naive"]["messages_per_s"]
         result["ratios"]["http_c32_over_naive"] = http32 / result["naive"]["messages_per_s"]
         result["ratios"]["forward_over_gemm_peak"] = (
-            result["in_process"]["forward_flops_per_s"] / result["gemm_peak_fp32_flops_per_s"]
+            result["in_process"]["forward_flops_per_s"] / result["gemm_peak_flops_per_s"]
         )
     return result
 
@@ -202,7 +206,7 @@ def bench_model(name: str, model_dir: Path, backend_kind: str, threads: int, qui
 def print_table(results: list[dict]) -> None:
     for r in results:
         ip = r["in_process"]
-        print(f"\n== {r['model']} / {r['backend']} (threads {ip['threads']}) ==")
+        print(f"\n== {r['model']} / {r['backend']} / {r['dtype']} (threads {ip['threads']}) ==")
         print(f"in-process            {ip['messages_per_s']:8.1f} msg/s   mean {ip['mean_tokens']:.0f} tokens")
         print(
             f"padding (padded/real) first-come {ip['padded_per_real_tokens_fifo']:.2f} -> "
@@ -212,7 +216,7 @@ def print_table(results: list[dict]) -> None:
             print(f"naive pipeline        {r['naive']['messages_per_s']:8.1f} msg/s")
             print(
                 f"forward at batch 32   {ip['forward_flops_per_s'] / 1e9:8.1f} GFLOP/s of "
-                f"{r['gemm_peak_fp32_flops_per_s'] / 1e9:.1f} fp32 GEMM peak"
+                f"{r['gemm_peak_flops_per_s'] / 1e9:.1f} {r['precision']} GEMM peak"
             )
         print(f"{'HTTP run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
         for key, run in r["http"].items():
