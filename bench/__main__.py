@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true", help="only the BERT-base-sized model")
     parser.add_argument("--backends", default="torch", help="comma-separated: torch,onnx")
     parser.add_argument("--threads", type=int, default=None, help="model threads (default: the service's)")
+    parser.add_argument("--dtype", default="auto", help="torch backend precision: auto, fp32, bf16 (naive stays fp32)")
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--output", default=str(RESULTS / "bench.json"))
     args = parser.parse_args()
@@ -247,7 +248,7 @@ def main() -> None:
 
         models.append(("bert-base-random", build_bert_base_folder(RESULTS / "bert-base-random", message_mix(4000))))
     results = [
-        bench_model(name, folder, kind, threads, args.quick)
+        bench_model(name, folder, kind, threads, args.quick, args.dtype)
         for name, folder in models
         for kind in args.backends.split(",")
     ]
