@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,6 +160,8 @@ def _server_env(model_dir: Path, port: int, env: dict[str, str]) -> dict[str, st
             "SARING_LOG_LEVEL": "info",
             "PYTHONUNBUFFERED": "1",
             "TOKENIZERS_PARALLELISM": "false",
+            # Never the repository's data/feedback/: a test server writes its feedback under /tmp.
+            "SARING_FEEDBACK_DB_PATH": str(Path(tempfile.gettempdir()) / f"saring-test-feedback-{port}.sqlite3"),
         }
     )
     base.update(env)
