@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 from make_messages import PLACES, make_messages, write_jsonl  # noqa: E402
+from training_fixtures import session_messages, session_trained  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: dict[str
         ]
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def messages(tmp_path_factory: pytest.TempPathFactory):
+    """Train/validation/test files of the training tests (tests/training_fixtures.py)."""
+    return session_messages(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """One trained folder shared by every training test module, trained once per session."""
+    return session_trained(tmp_path_factory)

@@ -15,7 +15,6 @@ service refuses it) or is complete; the target is the previous complete folder o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -30,9 +29,10 @@ import pytest
 from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     PYTHON,
     ROOT,
+    SimulatedKill,
+    folder_digest,
+    model_like_folders,
     one_torch_thread,
-    session_messages,
-    session_trained,
     subprocess_env,
     train_argv,
 )
@@ -45,18 +45,6 @@ pytestmark = pytest.mark.slow
 
 # Files a finished folder has; a folder holding all of them that passes read_sidecar is complete.
 COMPLETE = {"config.json", "model.safetensors", "saring.json", "tokenizer.json", "metrics.json", "README.md"}
-
-
-class SimulatedKill(BaseException):
-    """Stands in for SIGKILL in-process: nothing after the raise point runs (cleanup is disabled too)."""
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def model_like_folders(root: Path) -> list[Path]:
-    return sorted({p.parent for p in root.rglob("*") if p.name in ("config.json", "model.safetensors", "saring.json")})
 
 
 def loads(folder: Path) -> bool:
@@ -79,13 +67,14 @@ def check_leftovers(
         if loads(folder):
             names = {p.name for p in folder.iterdir()}
             assert names >= COMPLETE, f"{where}: {folder.name} loads but lacks {COMPLETE - names}"
-            if digest(folder) != previous and new_sha is not None:
+            if folder_digest(folder) != previous and new_sha is not None:
                 assert read_sidecar(folder).weights_sha256 == new_sha, f"{where}: {folder.name} holds other weights"
     if not target.exists():
         # Only where the OS cannot exchange two folders in one step: the old one waits as .<name>.old-*.
-        assert previous is None or any(digest(f) == previous for f in parent.glob(f".{target.name}.old-*")), where
+        retired = parent.glob(f".{target.name}.old-*")
+        assert previous is None or any(folder_digest(f) == previous for f in retired), where
         return "absent"
-    if previous is not None and digest(target) == previous:
+    if previous is not None and folder_digest(target) == previous:
         return "previous"
     assert loads(target), f"{where}: the target is neither the previous folder nor a complete new one"
     return "new"
@@ -145,11 +134,6 @@ def _reported(name: str, real, path_arg: int, path_kwarg: str):
         return real(*args, **kwargs)
 
     return call
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return session_trained(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +200,7 @@ def test_a_kill_before_any_file_operation_of_finalise_leaves_no_false_folder(
     parent = tmp_path / "record"
     shutil.copytree(trained.folder, parent / "m")
     run_finalise(args, parent / "m", lambda event, path: recorded.append((event, Path(path).name)))
-    previous = digest(trained.folder)
+    previous = folder_digest(trained.folder)
     assert check_leftovers(parent, parent / "m", previous, new_sha, "clean run") == "new"
     kinds = {event for event, _ in recorded}
     assert {"open", "safetensors", "tokenizers", "exchange"} <= kinds, recorded
@@ -280,7 +264,7 @@ def test_sigkill_at_random_moments_of_training_and_save(trained, tmp_path) -> No
     # The global random module is seeded by training (seed 7): draw the seed from the OS.
     seed = int(os.environ.get("SARING_KILL_SEED", random.SystemRandom().randrange(1_000_000)))
     rng = random.Random(seed)
-    previous = digest(trained.folder)
+    previous = folder_digest(trained.folder)
     runs = []
     moments = [("training", 0, rng.uniform(0.0, 1.0))]
     moments += [("save", rng.randint(1, 9), rng.uniform(0.0, 0.1)) for _ in range(2)]

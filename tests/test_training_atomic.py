@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -15,9 +14,10 @@ import pytest
 from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     PYTHON,
     ROOT,
+    SimulatedKill,
+    folder_digest,
+    model_like_folders,
     one_torch_thread,
-    session_messages,
-    session_trained,
     subprocess_env,
     train_argv,
 )
@@ -27,29 +27,6 @@ import training.train
 from service.model_folder import ModelFolderError, read_sidecar
 from service.torch_backend import TorchBackend
 from training.atomic import atomic_folder
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return session_trained(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory):
-    return session_messages(tmp_path_factory)
-
-
-class SimulatedKill(BaseException):
-    """Stands in for SIGKILL in-process: nothing after the raise point runs."""
-
-
-def folder_digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def model_like_folders(root: Path) -> list[Path]:
-    """Every folder under root that holds model files, i.e. one someone might point the service at."""
-    return sorted({p.parent for p in root.rglob("*") if p.name in ("config.json", "model.safetensors", "saring.json")})
 
 
 def assert_refused(folder: Path) -> None:

@@ -10,8 +10,6 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     CATEGORIES,
     one_torch_thread,
     read_jsonl,
-    session_messages,
-    session_trained,
     train_argv,
 )
 
@@ -26,17 +24,6 @@ from training.calibration import (
     reject_threshold,
 )
 from training.train import weighted_loss
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return session_trained(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory):
-    return session_messages(tmp_path_factory)
-
 
 TARGETS = [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.9]
 

@@ -14,8 +14,6 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     ROOT,
     TORCHRUN,
     one_torch_thread,
-    session_messages,
-    session_trained,
     subprocess_env,
     train_argv,
 )
@@ -25,16 +23,6 @@ from service.torch_backend import TorchBackend
 from training.__main__ import main as cli
 
 HUB_ID = "indobenchmark/indobert-base-p1"
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return session_trained(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory):
-    return session_messages(tmp_path_factory)
 
 
 def test_unreachable_hub_fails_fast_and_names_the_offline_options(tmp_path, messages):

@@ -17,8 +17,6 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     make_messages,
     one_torch_thread,
     read_jsonl,
-    session_messages,
-    session_trained,
     write_csv,
     write_jsonl,
 )
@@ -30,16 +28,6 @@ from service.torch_backend import TorchBackend
 from training.__main__ import main as cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return session_trained(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory):
-    return session_messages(tmp_path_factory)
 
 
 def assert_png(path: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     one_torch_thread,
-    session_messages,
     train_argv,
 )
 from transformers import TrainerCallback
@@ -18,11 +17,6 @@ from service.model_folder import read_sidecar
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 5  # 160 training rows, batch 32
-
-
-@pytest.fixture(scope="session")
-def messages(tmp_path_factory):
-    return session_messages(tmp_path_factory)
 
 
 class Interrupted(Exception):

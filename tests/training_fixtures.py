@@ -8,6 +8,7 @@ imports what it uses. The model folder is trained once per session (a module-lev
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -155,3 +156,16 @@ def session_trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
             assert main(argv) == 0
         _CACHE["trained"] = Trained(folder=out, data=data)
     return _CACHE["trained"]  # type: ignore[return-value]
+
+
+class SimulatedKill(BaseException):
+    """Stands in for SIGKILL in-process: nothing after the raise point runs."""
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def model_like_folders(root: Path) -> list[Path]:
+    """Every folder under root that holds model files, i.e. one someone might point the service at."""
+    return sorted({p.parent for p in root.rglob("*") if p.name in ("config.json", "model.safetensors", "saring.json")})
