@@ -65,7 +65,8 @@ def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str], dtype: str = "auto") -> dict:
-    from service.backend import length_sorted_batches, load_backend, predict
+    from service.model.batching import length_sorted_batches
+    from service.model.loading import load_backend, predict
     from service.settings import Settings
 
     settings = Settings()

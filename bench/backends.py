@@ -9,7 +9,7 @@ int8) on real message texts read from ../shared/datasets (never copied into the 
 
 Two batching modes per row, both batch <= --batch and <= 4096 padded tokens (service defaults):
 - fifo: batches in arrival order, each padded to its longest message (the service under load);
-- sorted: length-sorted batches via service.backend.predict (evaluate, offline scoring).
+- sorted: length-sorted batches via service.model.backend.predict (evaluate, offline scoring).
 msg/s includes tokenisation. Wall-clock msg/s depends on what else the machine runs, so each mode
 is also given per CPU-second of this process ("cpu"), which with one thread is close to what an
 otherwise idle core would do; compare rows on it when the load average is above the core count.
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bert_base import build_bert_base_folder  # noqa: E402
-from service.backend import predict  # noqa: E402
+from service.model.loading import predict  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 if not DATASETS.is_dir():
@@ -129,8 +129,8 @@ def main() -> int:
     hf_logging.disable_progress_bar()
     logging.getLogger().setLevel(logging.ERROR)
 
-    from service.onnx_backend import OnnxBackend
-    from service.torch_backend import TorchBackend
+    from service.model.onnx_backend import OnnxBackend
+    from service.model.torch_backend import TorchBackend
     from training.export import export_fp32, quantize_int8
 
     torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.model_folder import CATEGORIES, Sidecar, Threshold, sha256_file, write_sidecar
+from service.model.folder import CATEGORIES, Sidecar, Threshold, sha256_file, write_sidecar
 
 
 def build_bert_base_folder(out: Path, texts: list[str], vocab_size: int = 50_000) -> Path:

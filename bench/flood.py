@@ -3,7 +3,7 @@
 `python -m bench.flood [--messages 50000] [--campaigns 20] [--copies 500]` builds a stream of
 unique messages with campaigns of paraphrased copies mixed in (new numbers, casing, emoji, links,
 greetings, a swapped or dropped word, typos), spread over simulated time, and feeds it to
-service.flood.FloodDetector with the service's default window and cap. It reports:
+service.features.flood.FloodDetector with the service's default window and cap. It reports:
   - throughput (messages/s) of one-message calls and of 32-message calls;
   - memory: traced allocations of the detector when full, and per remembered message;
   - pair precision and recall of the reported near-duplicates against two truths: "same campaign"
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service.flood import SHINGLE_CHARS, FloodDetector, normalise  # noqa: E402
+from service.features.flood import SHINGLE_CHARS, FloodDetector, normalise  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 WORDS = [

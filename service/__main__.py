@@ -6,7 +6,7 @@ import signal
 
 import uvicorn
 
-from service.app import create_app
+from service.http.app import create_app
 from service.logs import configure_logging
 from service.settings import get_settings
 

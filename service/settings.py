@@ -146,6 +146,11 @@ class Settings(BaseSettings):
         return self.num_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
+def default_of(name: str):
+    """A setting's default: the one place batching and limit defaults come from, inside and outside the app."""
+    return Settings.model_fields[name].default
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

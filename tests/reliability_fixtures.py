@@ -15,7 +15,7 @@ from typing import Any
 
 from service_fixtures import ServerProcess
 
-from service.model_folder import sha256_file
+from service.model.folder import sha256_file
 
 KEY = "rel-key-0f3c9a7d1e"
 

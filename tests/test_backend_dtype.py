@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.backend import load_backend, predict
+from service.model.loading import load_backend, predict
 
 TEXTS = [
     "jalan di desa bandung rusak parah mohon diperbaiki",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.infer import Infer, _Item
+from service.core.infer import Infer, _Item
 from service.metrics import ServiceMetrics
 
 

@@ -10,7 +10,7 @@ import pytest
 from service_fixtures import copy_model_dir
 from training_fixtures import read_jsonl, write_jsonl
 
-from service.backend import load_backend, predict
+from service.model.loading import load_backend, predict
 from training.__main__ import main
 
 # Messages that land all over the validity range: templates, mixtures of two classes, greetings.

@@ -15,11 +15,10 @@ from make_messages import PLACES, make_messages, write_jsonl
 from service_fixtures import assert_error_shape, make_settings
 from training_fixtures import torch_threads, train_argv
 
-from service.app import create_app
-from service.backend import Encoded
-from service.encoding import softmax64
-from service.explain import log_odds, occlusions, word_key
-from service.model_folder import read_sidecar
+from service.features.explain import log_odds, occlusions, word_key
+from service.http.app import create_app
+from service.model.encoding import Encoded, softmax64
+from service.model.folder import read_sidecar
 
 # -- a bag-of-words model whose log-odds are known in closed form ----------------------------------
 
@@ -225,7 +224,8 @@ def test_explanations_beyond_the_inflight_limit_get_429() -> None:
     import asyncio
 
     from service.errors import SaringError
-    from service.explain import Explainer
+    from service.features.explain import Explainer
+    from service.http.errors import status_of
 
     class Queue:
         def retry_after(self) -> float:
@@ -235,5 +235,5 @@ def test_explanations_beyond_the_inflight_limit_get_429() -> None:
     explainer.inflight = 1  # one explanation is running
     with pytest.raises(SaringError) as refused:
         asyncio.run(explainer.explain(Queue(), None, ["ada pungli"]))
-    assert refused.value.status == 429 and refused.value.retry_after == 2.0
+    assert status_of(refused.value)[0] == 429 and refused.value.retry_after == 2.0
     assert "SARING_EXPLAIN_MAX_INFLIGHT" in refused.value.message

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, SPAM, assert_error_shape, json_log_lines, make_settings, running_server
 from training_fixtures import read_jsonl, torch_threads, train_argv
 
-from service.app import create_app
-from service.feedback import FeedbackStore, database_url
+from service.features.feedback import FeedbackStore, database_url
+from service.http.app import create_app
 
 KEY = "feedback-test-key"
 TRICKY = 'teks b, dengan koma\ndan "kutip"'  # a comma, a newline and quotes survive both formats

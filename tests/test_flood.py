@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, BUKAN, ISENG, SPAM, make_settings
 
-from service.app import create_app
-from service.flood import BANDS, FloodDetector, normalise
+from service.features.flood import BANDS, FloodDetector, normalise
+from service.http.app import create_app
 
 BASE = (
     "Assalamualaikum pak, ini info resmi: bantuan sosial tunai tahap tiga sudah cair untuk semua warga, "

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # pytest puts only tests/ on sys.path; the packages live in the root
     sys.path.insert(0, str(ROOT))
 
-from service.model_folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file  # noqa: E402
+from service.model.folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file  # noqa: E402
 from training.export import MAX_F1_DROP, f1_gate  # noqa: E402
 
 FP32_ATOL = 1e-4
@@ -61,7 +61,7 @@ def exported(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory:
 
 @pytest.fixture(scope="module")
 def torch_backend(exported: Path):
-    from service.torch_backend import TorchBackend
+    from service.model.torch_backend import TorchBackend
 
     return TorchBackend(exported, device="cpu")
 
@@ -152,7 +152,7 @@ def test_export_refuses_an_int8_model_that_drops_f1(
     capsys: pytest.CaptureFixture[str],
 ):
     import training.export
-    from service.onnx_backend import OnnxBackend
+    from service.model.onnx_backend import OnnxBackend
     from training.__main__ import main
 
     folder = _copy(tiny_model_dir, tmp_path / "tiny")
@@ -175,7 +175,7 @@ def test_export_refuses_an_int8_model_that_drops_f1(
 
 @pytest.mark.slow
 def test_onnx_backend_tokenises_exactly_like_torch(exported: Path, torch_backend):
-    from service.onnx_backend import OnnxBackend
+    from service.model.onnx_backend import OnnxBackend
 
     backend = OnnxBackend(exported, variant="fp32")
     assert backend.device == "cpu" and backend.sidecar == torch_backend.sidecar
@@ -187,7 +187,7 @@ def test_onnx_backend_tokenises_exactly_like_torch(exported: Path, torch_backend
 
 @pytest.mark.slow
 def test_fp32_onnx_matches_torch(exported: Path, torch_backend):
-    from service.onnx_backend import OnnxBackend
+    from service.model.onnx_backend import OnnxBackend
 
     backend = OnnxBackend(exported, variant="fp32", num_threads=1)
     ids = torch_backend.encode(TEXTS).ids
@@ -201,8 +201,8 @@ def test_fp32_onnx_matches_torch(exported: Path, torch_backend):
 
 @pytest.mark.slow
 def test_int8_onnx_agrees_with_torch_on_most_argmaxes(exported: Path, torch_backend, tiny_data: dict[str, Path]):
-    from service.backend import predict
-    from service.onnx_backend import OnnxBackend
+    from service.model.loading import predict
+    from service.model.onnx_backend import OnnxBackend
 
     backend = OnnxBackend(exported)  # auto: the accepted int8 model
     assert backend.variant == "int8" and backend.onnx_path.name == "model.int8.onnx"
@@ -216,7 +216,7 @@ def test_int8_onnx_agrees_with_torch_on_most_argmaxes(exported: Path, torch_back
 
 @pytest.mark.slow
 def test_backend_refuses_missing_stale_or_changed_exports(tiny_model_dir: Path, exported: Path, tmp_path: Path):
-    from service.onnx_backend import OnnxBackend
+    from service.model.onnx_backend import OnnxBackend
 
     with pytest.raises(ModelFolderError, match="records no ONNX export"):
         OnnxBackend(tiny_model_dir)
@@ -247,7 +247,7 @@ def test_backend_refuses_missing_stale_or_changed_exports(tiny_model_dir: Path, 
 def test_service_scores_with_the_onnx_backend(exported: Path, variant: str):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.http.app import create_app
     from service.settings import Settings
 
     settings = Settings(model_dir=exported, backend="onnx", onnx_variant=variant, num_threads=1)

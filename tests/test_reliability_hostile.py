@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from reliability_fixtures import KEY, bearer, log_records, raw_http, status_of
 from service_fixtures import ADUAN, assert_error_shape, make_settings, running_server
 
-from service.app import create_app
+from service.http.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,11 @@ import pytest
 from reliability_fixtures import rss_kib
 from service_fixtures import running_server
 
-from service.backend import Encoded
+from service.core.infer import Infer
 from service.errors import SaringError
-from service.infer import Infer
+from service.http.errors import status_of
 from service.metrics import ServiceMetrics
+from service.model.encoding import Encoded
 
 LOAD = Path(__file__).with_name("reliability_load.py")
 BATCH = 256  # the default SARING_MAX_MESSAGES_PER_REQUEST
@@ -155,5 +156,5 @@ def test_calls_being_tokenised_count_against_the_queue_limit() -> None:
     scored = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(scored) + len(refused) == 20, outcomes
     assert len(scored) * 40 <= 100 and len(scored) >= 1
-    assert all(e.status == 429 and "SARING_MAX_QUEUED_MESSAGES" in e.message for e in refused)
+    assert all(status_of(e)[0] == 429 and "SARING_MAX_QUEUED_MESSAGES" in e.message for e in refused)
     assert backend.largest_queue <= 100

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from reliability_fixtures import KEY, bearer, log_records
 from service_fixtures import ADUAN, json_log_lines, make_settings, metric_samples, running_server
 
-from service.app import create_app
+from service.http.app import create_app
 from service.logs import JsonFormatter, configure_logging, mask_pii
 
 # -- masking -----------------------------------------------------------------------------------------

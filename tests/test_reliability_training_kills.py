@@ -39,7 +39,7 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
 
 import training.atomic
 import training.train
-from service.model_folder import ModelFolderError, read_sidecar
+from service.model.folder import ModelFolderError, read_sidecar
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from service_fixtures import (
     metric_value,
 )
 
-from service.app import create_app
-from service.model_folder import ModelFolderError, read_sidecar
+from service.http.app import create_app
+from service.model.folder import ModelFolderError, read_sidecar
 
 MAX_MESSAGES = 4
 MAX_CHARS = 3000

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, assert_error_shape, json_log_lines, make_settings
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 
 KEY1 = "sk-test-7f3a9c1e55d0"

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, BUKAN, ISENG, SPAM, copy_model_dir, make_settings, metric_value
 
-from service.app import create_app
+from service.http.app import create_app
 
 CANDIDATES = [
     ADUAN,

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, SPAM, json_log_lines, make_settings
 
-from service.app import create_app
+from service.http.app import create_app
 from service.logs import configure_logging, mask_pii
 
 PRIVATE = "jalan rusak parah NIK saya 3273012505900001 hubungi 081234567890 atau +62 812-3456-7891"

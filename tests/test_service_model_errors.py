@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_fixtures import ADUAN, BUKAN, ISENG, SPAM, assert_error_shape, make_settings, metric_value
 
-from service.app import create_app
-from service.backend import Encoded
+from service.http.app import create_app
+from service.model.encoding import Encoded
 
 MARKER = "lapor lapor lapor lapor"  # a text no other test message tokenises to
 
@@ -58,7 +58,7 @@ class FailingBackend:
 
 
 def failing_app(model_dir: Path, holder: list, **settings):
-    from service.torch_backend import TorchBackend
+    from service.model.torch_backend import TorchBackend
 
     options = {k: settings.pop(k) for k in ("hold_marker", "sibling_delay_s") if k in settings}
 

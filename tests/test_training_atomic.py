@@ -24,8 +24,8 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
 
 import training.atomic
 import training.train
-from service.model_folder import ModelFolderError, read_sidecar
-from service.torch_backend import TorchBackend
+from service.model.folder import ModelFolderError, read_sidecar
+from service.model.torch_backend import TorchBackend
 from training.atomic import atomic_folder
 
 

@@ -13,9 +13,9 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     train_argv,
 )
 
-from service.backend import predict
-from service.model_folder import read_sidecar
-from service.torch_backend import TorchBackend
+from service.model.folder import read_sidecar
+from service.model.loading import predict
+from service.model.torch_backend import TorchBackend
 from training.calibration import (
     fit_temperature,
     fold_temperature,

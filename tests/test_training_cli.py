@@ -18,8 +18,8 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     train_argv,
 )
 
-from service.model_folder import read_sidecar
-from service.torch_backend import TorchBackend
+from service.model.folder import read_sidecar
+from service.model.torch_backend import TorchBackend
 from training.__main__ import main as cli
 
 HUB_ID = "indobenchmark/indobert-base-p1"

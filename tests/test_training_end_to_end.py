@@ -21,10 +21,10 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
     write_jsonl,
 )
 
-from service.backend import predict
-from service.model_folder import read_sidecar
-from service.scoring import score_rows
-from service.torch_backend import TorchBackend
+from service.model.folder import read_sidecar
+from service.model.loading import predict
+from service.model.scoring import score_rows
+from service.model.torch_backend import TorchBackend
 from training.__main__ import main as cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

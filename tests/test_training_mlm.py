@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.model_folder import read_sidecar
+from service.model.folder import read_sidecar
 from training.train import main
 
 

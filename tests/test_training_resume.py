@@ -13,7 +13,7 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
 from transformers import TrainerCallback
 
 import training.train
-from service.model_folder import read_sidecar
+from service.model.folder import read_sidecar
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 5  # 160 training rows, batch 32

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from service.model_folder import CATEGORIES
+from service.model.folder import CATEGORIES
 
 DEFAULT_BASE_MODEL = "indobenchmark/indobert-base-p1"
 SCRATCH_PREFIX = "scratch:"

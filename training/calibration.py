@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from service.model_folder import Threshold
+from service.model.folder import Threshold
 
 # A validation set the model separates perfectly drives T towards 0 (ever sharper probabilities);
 # below 0.25 the folded model is over-confident on anything new, so T is kept in [0.25, 20].

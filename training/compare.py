@@ -14,17 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import HfArgumentParser
 
-from service.backend import load_backend, predict
-from service.scoring import ACCEPT, REJECT, REVIEW, decide, score_columns
+from service.model.loading import load_backend, predict
+from service.model.scoring import ACCEPT, DECISIONS, REJECT, decide, score_columns
 from training.data import load_split
 from training.metrics import evaluate_probabilities
 
 logger = logging.getLogger("training")
-
-DECISIONS = (ACCEPT, REVIEW, REJECT)
 
 
 @dataclass
@@ -38,10 +35,6 @@ class CompareArguments:
     backend: str = field(default="torch", metadata={"help": "torch or onnx: the service's backends."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     batch_size: int = field(default=32, metadata={"help": "Messages per forward."})
-
-
-def decisions_of(validity: np.ndarray, accept: float, reject: float) -> list[str]:
-    return [decide(float(v), accept, reject) for v in validity]
 
 
 def transitions(before: list[str], after: list[str]) -> dict[str, dict[str, int]]:
@@ -61,12 +54,12 @@ def score_folder(args: CompareArguments, folder: str) -> dict[str, Any]:
     split = load_split("evaluation", [args.data], args.text_column, args.label_column, sidecar.labels, mapping)
     probs, _ = predict(backend, split.texts, max_batch_size=args.batch_size)
     figures = evaluate_probabilities(probs, split.labels, sidecar)
-    validity, _ = score_columns(probs, sidecar)
+    validity = score_columns(probs, sidecar.labels, sidecar.scores)["validity"]
     return {
         "model": {"name": sidecar.name, "version": sidecar.version, "folder": folder},
         "thresholds": {"accept": sidecar.accept.value, "reject": sidecar.reject.value, "spam": sidecar.spam.value},
         "figures": figures,
-        "decisions": decisions_of(validity, sidecar.accept.value, sidecar.reject.value),
+        "decisions": decide(validity, sidecar.accept.value, sidecar.reject.value).tolist(),
         "labels": split.labels,
         "is_aduan": [label in sidecar.scores["validity"] for label in split.labels],
     }

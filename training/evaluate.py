@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from service.backend import load_backend, predict
+from service.model.loading import load_backend, predict
 from training.data import load_split
 from training.metrics import evaluate_probabilities, save_plots, summary_line
 

@@ -8,7 +8,7 @@ sample texts and --data). The int8 model (onnxruntime dynamic quantisation) is k
 macro-F1 on --data is at most --max_f1_drop (default 1 point) below the torch model's; otherwise
 it is discarded and the command exits 1. Accepted files are recorded, with their sha256 and the
 check figures, in saring.json's `onnx` field, which the ONNX backend reads to pick what to serve
-(service/onnx_backend.py). model.safetensors and its checksum are never touched.
+(service/model/onnx_backend.py). model.safetensors and its checksum are never touched.
 
 Files are written under temporary names in the folder and moved into place with os.replace, and
 the sidecar is rewritten (atomically) last, so a reader sees either the old or the new record.
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from service.backend import predict
-from service.model_folder import SIDECAR_NAME, WEIGHTS_NAME, Sidecar, read_sidecar, sha256_file
-from service.onnx_backend import ONNX_FILES, OnnxBackend
+from service.model.folder import SIDECAR_NAME, WEIGHTS_NAME, Sidecar, read_sidecar, sha256_file
+from service.model.loading import predict
+from service.model.onnx_backend import ONNX_FILES, OnnxBackend
 
 logger = logging.getLogger("training")
 
@@ -109,7 +109,7 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from service.encoding import TextEncoder
+    from service.model.encoding import TextEncoder
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()
     accepted = set(inspect.signature(model.forward).parameters)
@@ -167,7 +167,7 @@ def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 
 def run_export(args: ExportArguments) -> int:
-    from service.torch_backend import TorchBackend
+    from service.model.torch_backend import TorchBackend
     from training.metrics import classification_figures
 
     folder = Path(args.model)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from service.feedback import FeedbackRow, FeedbackStore
+from service.features.feedback import FeedbackRow, FeedbackStore
 from service.settings import Settings
 
 COLUMNS = ("text", "label", "id")

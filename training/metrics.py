@@ -15,8 +15,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from service.model_folder import Sidecar
-from service.scoring import ACCEPT, REJECT, score_columns
+from service.model.folder import Sidecar
+from service.model.scoring import ACCEPT, REJECT, REVIEW, decide, decision_counts, score_columns
 
 
 def classification_figures(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -46,9 +46,8 @@ def classification_figures(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
 
 
 def decision_band_figures(validity: np.ndarray, is_aduan: np.ndarray, sidecar: Sidecar) -> dict[str, float]:
-    accept = validity >= sidecar.accept.value
-    reject = (validity <= sidecar.reject.value) & ~accept
-    review = ~accept & ~reject
+    decisions = decide(validity, sidecar.accept.value, sidecar.reject.value)
+    accept, reject, review = (decisions == ACCEPT), (decisions == REJECT), (decisions == REVIEW)
     return {
         "aduan_rejected_rate": float(reject[is_aduan].mean()) if is_aduan.any() else 0.0,
         "accept_precision": float(is_aduan[accept].mean()) if accept.any() else 0.0,
@@ -64,15 +63,13 @@ def evaluate_probabilities(probs: np.ndarray, labels: Sequence[str], sidecar: Si
     label_ids = {label: i for i, label in enumerate(sidecar.labels)}
     y_true = np.array([label_ids[label] for label in labels])
     y_pred = probs.argmax(axis=1)
-    validity, spam = score_columns(probs, sidecar)
+    columns = score_columns(probs, sidecar.labels, sidecar.scores)
+    validity, spam = columns["validity"], columns["spam"]
     is_aduan = np.isin(y_true, [label_ids[label] for label in sidecar.scores["validity"]])
     is_spam = np.isin(y_true, [label_ids[label] for label in sidecar.scores["spam"]])
     figures = classification_figures(y_true, y_pred, sidecar.labels)
     figures["decision_band"] = decision_band_figures(validity, is_aduan, sidecar)
-    figures["decisions"] = {
-        ACCEPT: int((validity >= sidecar.accept.value).sum()),
-        REJECT: int(((validity <= sidecar.reject.value) & (validity < sidecar.accept.value)).sum()),
-    }
+    figures["decisions"] = decision_counts(decide(validity, sidecar.accept.value, sidecar.reject.value))
     figures["spam_flag"] = {
         "precision": float(is_spam[spam >= sidecar.spam.value].mean()) if (spam >= sidecar.spam.value).any() else 0.0,
         "recall": float((spam >= sidecar.spam.value)[is_spam].mean()) if is_spam.any() else 0.0,
@@ -119,7 +116,8 @@ def save_plots(
     fig.savefig(cm_path, dpi=110)
     plt.close(fig)
 
-    validity, spam = score_columns(probs, sidecar)
+    columns = score_columns(probs, sidecar.labels, sidecar.scores)
+    validity, spam = columns["validity"], columns["spam"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name, score, members in (
         ("validity (aduan)", validity, sidecar.scores["validity"]),

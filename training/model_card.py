@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.model_folder import Sidecar
+from service.model.folder import Sidecar
+from service.model.scoring import THRESHOLDS
 
 
 def _baseline_table(metrics: dict[str, Any]) -> str:
@@ -53,7 +54,7 @@ def write_model_card(folder: Path, sidecar: Sidecar, metrics: dict[str, Any], tr
             f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in getattr(sidecar, name).achieved.items()
         )
         + " |"
-        for name in ("accept", "reject", "spam")
+        for name in THRESHOLDS
     )
     data = sidecar.training_data
     calibration = sidecar.calibration

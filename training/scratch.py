@@ -28,6 +28,8 @@ from transformers import (
     TrainingArguments,
 )
 
+from service.model.encoding import saring_normaliser
+
 logger = logging.getLogger(__name__)
 
 # name -> (vocab, hidden, layers, heads, intermediate)
@@ -42,7 +44,10 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """A BERT-style uncased WordPiece tokenizer learnt from `texts`."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    # The vocabulary is learnt from text as the encoding path will see it (service/model/encoding.py).
+    tokenizer.normalizer = normalizers.Sequence(
+        [saring_normaliser(), normalizers.BertNormalizer(lowercase=True, strip_accents=True)]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS)

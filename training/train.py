@@ -22,7 +22,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     HfArgumentParser,
@@ -31,8 +30,10 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from service.backend import predict
-from service.model_folder import SIDECAR_NAME, Sidecar, Threshold, sha256_file, write_sidecar
+from service.model.encoding import fit_max_length, load_tokenizer
+from service.model.folder import SIDECAR_NAME, Sidecar, Threshold, sha256_file, write_sidecar
+from service.model.loading import predict
+from service.model.scoring import THRESHOLDS, score_columns
 from training.arguments import (
     CalibrationArguments,
     DataArguments,
@@ -144,7 +145,9 @@ def load_base(
                     use_cpu=training_args.use_cpu,
                 )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(source)
+        # Truncate where serving will: a --max_length above the tokenizer's limit is clamped (and recorded).
+        data_args.max_length = fit_max_length(data_args.max_length, tokenizer)
         config = AutoConfig.from_pretrained(source, **label_kwargs)
         set_seed(training_args.seed)  # the same head init whatever ran before
         has_weights = not model_args.is_scratch or (Path(source) / "model.safetensors").exists()
@@ -297,7 +300,7 @@ def finalise(
     training_args: SaringTrainingArguments,
     final_dir: Path,
 ) -> Path:
-    from service.torch_backend import TorchBackend
+    from service.model.torch_backend import TorchBackend
 
     labels = data_args.labels
     device = "cpu" if training_args.use_cpu or not torch.cuda.is_available() else "cuda"
@@ -350,8 +353,8 @@ def finalise(
 
         # 2. Thresholds on calibrated validation probabilities.
         val_probs, _ = predict(backend, validation.texts)
-        validity = val_probs[:, [label_index[x] for x in data_args.validity_labels]].sum(axis=1)
-        spam = val_probs[:, [label_index[x] for x in data_args.spam_labels]].sum(axis=1)
+        columns = score_columns(val_probs, sidecar.labels, sidecar.scores)
+        validity, spam = columns["validity"], columns["spam"]
         is_aduan = np.isin(val_y, [label_index[x] for x in data_args.validity_labels])
         is_spam = np.isin(val_y, [label_index[x] for x in data_args.spam_labels])
         accept = precision_threshold(
@@ -405,7 +408,7 @@ def finalise(
         probs, _ = predict(backend, shown.texts)
         save_plots(probs, shown.labels, backend.sidecar, staging, title=f"({shown.name})")
         metrics["calibration"] = calibration
-        metrics["thresholds"] = {k: asdict(getattr(sidecar, k)) for k in ("accept", "reject", "spam")}
+        metrics["thresholds"] = {k: asdict(getattr(sidecar, k)) for k in THRESHOLDS}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         write_model_card(staging, sidecar, metrics, training_args)
         # The sidecar gets its real checksum last of all files so a staging folder is never valid early.

@@ -9,7 +9,7 @@ import uuid
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.http.errors import error_response
 from service.metrics import ServiceMetrics
 
 access_log = logging.getLogger("saring.access")

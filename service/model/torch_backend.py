@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from service.backend import Encoded
-from service.encoding import TextEncoder, softmax64
-from service.model_folder import read_sidecar
+from service.model.encoding import Encoded, TextEncoder, softmax64
+from service.model.folder import read_sidecar
 
 
 def pick_device(device: str) -> str:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.backend import Backend, padded_tokens
-from service.errors import SaringError
+from service.errors import ModelFailed, NotReady, Overloaded, TimedOut
 from service.metrics import ServiceMetrics
+from service.model.backend import Backend
+from service.model.batching import padded_tokens
+from service.settings import default_of
 
 logger = logging.getLogger("saring.infer")
 
@@ -52,12 +54,12 @@ class Infer:
         self,
         backend: Backend,
         metrics: ServiceMetrics,
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 4096,
-        max_wait_ms: float = 2.0,
-        max_inflight_requests: int = 64,
-        max_queued_messages: int = 4096,
-        request_timeout_s: float = 10.0,
+        max_batch_size: int = default_of("max_batch_size"),
+        max_batch_tokens: int = default_of("max_batch_tokens"),
+        max_wait_ms: float = default_of("max_wait_ms"),
+        max_inflight_requests: int = default_of("max_inflight_requests"),
+        max_queued_messages: int = default_of("max_queued_messages"),
+        request_timeout_s: float = default_of("request_timeout_s"),
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -92,7 +94,7 @@ class Infer:
             await asyncio.gather(self._task, return_exceptions=True)
         for item in self._queue:
             if not item.future.done():
-                item.future.set_exception(SaringError(503, "server is shutting down", retry_after=1))
+                item.future.set_exception(NotReady("server is shutting down", retry_after=1))
         self._queue.clear()
         self._model_thread.shutdown(wait=True)
 
@@ -113,8 +115,7 @@ class Infer:
         """Admit, tokenise, queue and await the probabilities of `texts`."""
         if self.inflight >= self.max_inflight:
             self.metrics.refused.labels("inflight_limit").inc()
-            raise SaringError(
-                429,
+            raise Overloaded(
                 f"too many requests in flight (limit {self.max_inflight}, SARING_MAX_INFLIGHT_REQUESTS); retry later",
                 retry_after=self.retry_after(),
             )
@@ -131,8 +132,7 @@ class Infer:
         waiting = len(self._queue) + self._reserved
         if waiting + len(texts) > self.max_queued:
             self.metrics.refused.labels("queue_full").inc()
-            raise SaringError(
-                429,
+            raise Overloaded(
                 f"queue is full ({waiting} messages waiting, limit {self.max_queued}, "
                 "SARING_MAX_QUEUED_MESSAGES); retry later",
                 retry_after=self.retry_after(),
@@ -154,10 +154,8 @@ class Infer:
             rows = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout_s)
         except TimeoutError:
             self.metrics.refused.labels("timeout").inc()
-            raise SaringError(
-                503,
+            raise TimedOut(
                 f"not scored within {self.timeout_s:g} s (SARING_REQUEST_TIMEOUT_S); the server is overloaded",
-                type="timeout",
                 retry_after=self.retry_after(),
             ) from None
         finally:
@@ -217,7 +215,7 @@ class Infer:
                 probs = await loop.run_in_executor(self._model_thread, backend.forward, [it.ids for it in batch])
             except Exception as exc:  # the model failed: only this batch's messages fail
                 logger.exception("forward failed for a batch of %d", len(batch))
-                error = SaringError(500, f"model error: {type(exc).__name__}", type="model_error")
+                error = ModelFailed(f"model error: {type(exc).__name__}")
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)

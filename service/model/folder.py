@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.model.scoring import SCORES, THRESHOLDS
+
 SIDECAR_NAME = "saring.json"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -63,11 +65,11 @@ class Sidecar:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sidecar:
         data = dict(data)
-        for key in ("accept", "reject", "spam"):
+        for key in THRESHOLDS:
             if not isinstance(data.get(key), dict):
                 raise ModelFolderError(f"{SIDECAR_NAME}: threshold '{key}' is missing")
         try:
-            for key in ("accept", "reject", "spam"):
+            for key in THRESHOLDS:
                 data[key] = Threshold(**data[key])
             return cls(**data)
         except TypeError as exc:  # missing or unknown keys
@@ -121,7 +123,7 @@ def _check_values(data: object, path: Path) -> None:
         "calibration": lambda v: isinstance(v, dict),
         "onnx": lambda v: isinstance(v, dict),
     }
-    for key in ("accept", "reject", "spam"):
+    for key in THRESHOLDS:
         checks[key] = lambda v: isinstance(v, dict) and number(v.get("value")) and 0.0 <= v["value"] <= 1.0
     wrong = [key for key, ok in checks.items() if key in data and not ok(data[key])]
     if wrong:
@@ -173,7 +175,7 @@ def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
         raise ModelFolderError(
             f"{folder}: labels in config.json {config_labels} differ from {SIDECAR_NAME} {sidecar.labels}"
         )
-    for score in ("validity", "spam"):
+    for score in SCORES:
         members = sidecar.scores.get(score)
         if not members:
             raise ModelFolderError(f"{sidecar_path}: score '{score}' names no labels")

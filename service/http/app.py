@@ -11,22 +11,22 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from service.errors import install_error_handlers
-from service.explain import Explainer
-from service.feedback import AsyncFeedbackStore
-from service.flood import FloodDetector
+from service.core.state import AppState, BackendFactory
+from service.features.explain import Explainer
+from service.features.feedback import AsyncFeedbackStore
+from service.features.flood import FloodDetector
+from service.http.errors import install_error_handlers
+from service.http.middleware import RequestGuard
+from service.http.routes import router
 from service.metrics import ServiceMetrics
-from service.middleware import RequestGuard
-from service.routes import router
 from service.settings import Settings, get_settings
-from service.state import AppState, BackendFactory
 
 logger = logging.getLogger("saring")
 
 
 def default_backend_factory(settings: Settings) -> BackendFactory:
     def load(model_dir: Path):
-        from service.backend import load_backend  # imports torch or onnxruntime, lazily
+        from service.model.loading import load_backend  # imports torch or onnxruntime, lazily
 
         return load_backend(
             model_dir,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from service.errors import SaringError
+from service.errors import TooLarge
 
 # The messages-per-call limit of the app serving this request (set by a dependency, which FastAPI runs
 # before it validates the body): a call with 100,000 tiny messages is refused before a single message
@@ -49,8 +49,8 @@ class ScoreRequest(BaseModel):
         limit = message_limit.get()
         if limit is not None and isinstance(messages, list) and len(messages) > limit:
             # Not a ValueError: pydantic lets it through to the 413 handler, with the route's own message.
-            raise SaringError(
-                413, f"{len(messages)} messages in one call; the limit is {limit} (SARING_MAX_MESSAGES_PER_REQUEST)"
+            raise TooLarge(
+                f"{len(messages)} messages in one call; the limit is {limit} (SARING_MAX_MESSAGES_PER_REQUEST)"
             )
         return messages
 

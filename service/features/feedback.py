@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from service.errors import SaringError
+from service.errors import FeedbackUnavailable
 
 logger = logging.getLogger("saring")
 
@@ -197,7 +197,7 @@ class AsyncFeedbackStore:
             return self._store
 
     async def record(self, **values: Any) -> tuple[FeedbackRow, bool]:
-        """FeedbackStore.record off the event loop; a database failure is a 503, never a 2xx."""
+        """FeedbackStore.record off the event loop; a database failure is FeedbackUnavailable, never a 2xx."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="saring-feedback")
         try:
@@ -205,11 +205,8 @@ class AsyncFeedbackStore:
         except (SQLAlchemyError, OSError) as exc:
             # The type only: driver messages can quote the statement's parameters (the text).
             logger.error("feedback not stored", extra={"fields": {"error": type(exc).__name__}})
-            raise SaringError(
-                503,
-                f"feedback not stored: the database failed ({type(exc).__name__})",
-                type="feedback_unavailable",
-                retry_after=5,
+            raise FeedbackUnavailable(
+                f"feedback not stored: the database failed ({type(exc).__name__})", retry_after=5
             ) from exc
 
     async def close(self) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from dataclasses import asdict
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.errors import SaringError
-from service.logs import mask_pii
-from service.schemas import (
+from service.errors import InvalidInput
+from service.http.deps import ApiKey, Ready, State, require_ready
+from service.http.errors import Forbidden
+from service.http.schemas import (
     FeedbackReceipt,
     FeedbackRequest,
     ModelInfo,
@@ -18,71 +18,33 @@ from service.schemas import (
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
-    message_limit,
+    WordWeight,
 )
-from service.scoring import score_rows
-from service.state import AppState
+from service.logs import mask_pii
+from service.model.scoring import score_rows
 
 router = APIRouter()
 
-
-# Dependencies are `async def`: they never block, and a plain `def` would cost every request a hop
-# through the thread pool, which under a burst delays even the immediate 429s by hundreds of ms.
-async def get_state(request: Request) -> AppState:
-    state = request.app.state.saring
-    message_limit.set(state.settings.max_messages_per_request)  # checked before the body is validated
-    return state
+Protected = [ApiKey, Ready]
 
 
-State = Annotated[AppState, Depends(get_state)]
-
-
-async def require_api_key(request: Request, state: State) -> None:
-    """When API keys are configured, /v1/* needs `Authorization: Bearer <key>`."""
-    keys = state.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    supplied = token.strip().encode() if scheme.lower() == "bearer" else b""
-    # Compare against every key, in constant time, so timing tells nothing about which matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied, key.encode())
-    if not matched:
-        raise SaringError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
-
-
-async def require_ready(state: State) -> None:
-    if not state.ready:
-        raise SaringError(503, "model is still loading", type="not_ready", retry_after=5)
-
-
-Protected = [Depends(require_api_key), Depends(require_ready)]
+def check_text_length(text: str, limit: int, where: str) -> None:
+    """The one check of SARING_MAX_CHARS_PER_MESSAGE, for scored messages and feedback alike."""
+    if len(text) > limit:
+        raise InvalidInput(f"{where} has {len(text)} characters; the limit is {limit} (SARING_MAX_CHARS_PER_MESSAGE)")
 
 
 @router.post("/v1/score", response_model=ScoreResponse, dependencies=Protected)
 async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
     """Score messages: validity, spam, category and an accept/review/reject decision each, in request order."""
     s = state.settings
-    if len(body.messages) > s.max_messages_per_request:
-        raise SaringError(
-            413,
-            f"{len(body.messages)} messages in one call; the limit is {s.max_messages_per_request} "
-            "(SARING_MAX_MESSAGES_PER_REQUEST)",
-        )
     if body.explain and len(body.messages) > s.explain_max_messages:
-        raise SaringError(
-            422,
+        raise InvalidInput(
             f"explain=true for {len(body.messages)} messages; the limit is {s.explain_max_messages} "
             "(SARING_EXPLAIN_MAX_MESSAGES): send fewer messages or score without explain",
         )
     for i, message in enumerate(body.messages):
-        if len(message.text) > s.max_chars_per_message:
-            raise SaringError(
-                422,
-                f"messages[{i}].text has {len(message.text)} characters; the limit is {s.max_chars_per_message} "
-                "(SARING_MAX_CHARS_PER_MESSAGE)",
-            )
+        check_text_length(message.text, s.max_chars_per_message, f"messages[{i}].text")
     texts = [m.text for m in body.messages]
     scored = await state.infer.score(texts)
     sidecar = scored.backend.sidecar
@@ -116,7 +78,7 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
                 is_spam=result.is_spam,
                 truncated=truncated,
                 near_duplicates=near,
-                explanation=explanation,
+                explanation=None if explanation is None else [WordWeight(**asdict(w)) for w in explanation],
             )
         )
     for decision, count in decisions.items():
@@ -140,14 +102,10 @@ async def feedback(body: FeedbackRequest, request: Request, response: Response, 
     """Record the desk's true category for a scored message. 201: stored on disk; 200: already stored."""
     sidecar = state.infer.backend.sidecar
     if body.label not in sidecar.labels:
-        raise SaringError(
-            422, f"label {body.label!r} is not a label of the served model; allowed: {', '.join(sidecar.labels)}"
+        raise InvalidInput(
+            f"label {body.label!r} is not a label of the served model; allowed: {', '.join(sidecar.labels)}"
         )
-    limit = state.settings.max_chars_per_message
-    if len(body.text) > limit:
-        raise SaringError(
-            422, f"text has {len(body.text)} characters; the limit is {limit} (SARING_MAX_CHARS_PER_MESSAGE)"
-        )
+    check_text_length(body.text, state.settings.max_chars_per_message, "text")
     row, created = await state.feedback.record(
         message_id=body.id,
         label=body.label,
@@ -174,11 +132,11 @@ async def model_info(state: State) -> dict:
     return state.model_info()
 
 
-@router.post("/v1/admin/reload", response_model=ModelInfo, dependencies=[Depends(require_api_key)])
+@router.post("/v1/admin/reload", response_model=ModelInfo, dependencies=[ApiKey])
 async def reload_model(state: State, body: ReloadRequest | None = None) -> dict:
     """Load a model folder without a restart; requests in flight finish on the old model."""
     if not state.api_keys:
-        raise SaringError(403, "admin endpoints are disabled: set SARING_API_KEYS to enable them")
+        raise Forbidden("admin endpoints are disabled: set SARING_API_KEYS to enable them")
     await require_ready(state)
     await state.reload(body.model_dir if body else None)
     return state.model_info()

@@ -12,7 +12,7 @@ Which file is served is decided by the sidecar, not by what happens to lie in th
 An int8 file is only recorded after it passed the macro-F1 check against the torch model, so
 `variant="auto"` (int8 when recorded, else fp32) never serves an unchecked quantisation. A folder
 whose export was made from other weights, or whose file does not match its checksum, is refused.
-Tokenisation is the torch backend's (service.encoding), so both backends see identical ids.
+Tokenisation is the torch backend's (service.model.encoding), so both backends see identical ids.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.backend import Encoded
-from service.encoding import TextEncoder, softmax64
-from service.model_folder import SIDECAR_NAME, ModelFolderError, Sidecar, read_sidecar, sha256_file
+from service.model.encoding import Encoded, TextEncoder, softmax64
+from service.model.folder import SIDECAR_NAME, ModelFolderError, Sidecar, read_sidecar, sha256_file
 
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 VARIANTS = ("auto", *ONNX_FILES)

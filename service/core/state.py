@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.backend import Backend
-from service.errors import SaringError
-from service.explain import Explainer
-from service.feedback import AsyncFeedbackStore
-from service.flood import FloodDetector
-from service.infer import Infer
+from service.core.infer import Infer
+from service.errors import ModelFolderRefused
+from service.features.explain import Explainer
+from service.features.feedback import AsyncFeedbackStore
+from service.features.flood import FloodDetector
 from service.metrics import ServiceMetrics
+from service.model.backend import Backend
+from service.model.scoring import THRESHOLDS
 from service.settings import Settings
 
 logger = logging.getLogger("saring")
@@ -100,7 +101,7 @@ class AppState:
                 self.metrics.reloads.labels("refused").inc()
                 logger.error("model reload refused", extra={"fields": {"dir": where, "error": reason}})
                 message = f"model folder refused, still serving the previous model: {reason}"
-                raise SaringError(422, message, type="model_folder_invalid") from exc
+                raise ModelFolderRefused(message) from exc
             self.infer.swap_backend(backend)
             self.last_reload_error = None
             self.metrics.reloads.labels("ok").inc()
@@ -116,7 +117,7 @@ class AppState:
             "base_model": sc.base_model,
             "labels": sc.labels,
             "scores": sc.scores,
-            "thresholds": {k: asdict(getattr(sc, k)) for k in ("accept", "reject", "spam")},
+            "thresholds": {k: asdict(getattr(sc, k)) for k in THRESHOLDS},
             "temperature": sc.temperature,
             "max_length": sc.max_length,
             "created_at": sc.created_at,

@@ -22,16 +22,29 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from service.backend import Backend, length_sorted_batches
-from service.errors import SaringError
-from service.infer import Infer
-from service.model_folder import Sidecar
-from service.schemas import WordWeight
+from service.core.infer import Infer
+from service.errors import Overloaded
+from service.model.backend import Backend
+from service.model.batching import length_sorted_batches
+from service.model.folder import Sidecar
+from service.settings import default_of
 
 _WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class WordWeight:
+    """How much removing `word` lowers validity and spam, in log-odds (positive: it pushed that score up)."""
+
+    word: str
+    validity: float
+    spam: float
+
+
 _EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
 
 
@@ -106,11 +119,11 @@ def unknown_stand_in(backend: Backend, texts: Sequence[str], max_words: int) -> 
 class Explainer:
     def __init__(
         self,
-        max_words: int = 64,
-        top_k: int = 5,
-        max_inflight: int = 2,
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 4096,
+        max_words: int = default_of("explain_max_words"),
+        top_k: int = default_of("explain_top_k"),
+        max_inflight: int = default_of("explain_max_inflight"),
+        max_batch_size: int = default_of("max_batch_size"),
+        max_batch_tokens: int = default_of("max_batch_tokens"),
     ) -> None:
         self.max_words = max_words
         self.top_k = top_k
@@ -122,8 +135,7 @@ class Explainer:
     async def explain(self, infer: Infer, backend: Backend, texts: Sequence[str]) -> list[list[WordWeight]]:
         """Top-k words by |weight| per text, scored by `backend` (the one that scored the request)."""
         if self.inflight >= self.max_inflight:
-            raise SaringError(
-                429,
+            raise Overloaded(
                 f"too many explanations running (limit {self.max_inflight}, SARING_EXPLAIN_MAX_INFLIGHT); "
                 "retry later or score without explain",
                 retry_after=infer.retry_after(),
