@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SARING_", env_file=".env", extra="ignore")
 
     # Where and what to serve
-    model_dir: Path = Field(Path("models/default"), description="Model folder to serve (DESIGN.md section 2).")
+    model_dir: Path = Field(Path("models/default"), description="Model folder to serve (docs/design.md section 2).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 inside containers.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     backend: Literal["torch", "onnx"] = Field(

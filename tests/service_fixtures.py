@@ -55,7 +55,7 @@ def make_settings(model_dir: Path, **overrides: Any) -> Settings:
 
 
 def assert_error_shape(response: httpx.Response, status: int | None = None) -> dict[str, str]:
-    """The one error shape of DESIGN.md section 4; returns the inner error object."""
+    """The one error shape of docs/design.md section 4; returns the inner error object."""
     if status is not None:
         assert response.status_code == status, response.text
     body = response.json()

@@ -52,7 +52,7 @@ def load(port: int, *args: str) -> dict:
 @pytest.mark.slow
 def test_ten_times_capacity_gets_fast_429s_bounded_memory_and_recovers(tiny_model_dir: Path, tmp_path: Path) -> None:
     # A generous request timeout: admitted calls may queue for seconds on a shared 2-core machine, and
-    # this test is about the refusals, not about the 503 of DESIGN.md's timeout.
+    # this test is about the refusals, not about the 503 of docs/design.md's timeout.
     with running_server(tiny_model_dir, tmp_path, request_timeout_s="60") as server:
         pid, port = server.proc.pid, server.port
         idle = load(port, "closed", "--concurrency", "1", "--seconds", "20", "--max-requests", "5")

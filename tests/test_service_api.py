@@ -121,7 +121,7 @@ def test_truncated_flag_follows_max_length_tokens(client: TestClient, tiny_model
 
 
 def test_pipeline_gives_the_same_probabilities(client: TestClient, tiny_model_dir: Path) -> None:
-    """DESIGN.md section 2: the folder loads in transformers.pipeline, and the service agrees with it."""
+    """docs/design.md section 2: the folder loads in transformers.pipeline, and the service agrees with it."""
     from transformers import pipeline
 
     texts = [ADUAN, BUKAN, ISENG, SPAM, "mohon diperbaiki wkwk", "bansos tidak cair wkwk", "selamat pagi jalan rusak"]

@@ -1,4 +1,4 @@
-"""Decisions and is_spam follow the thresholds in the served folder's saring.json (DESIGN.md section 3).
+"""Decisions and is_spam follow the thresholds in the served folder's saring.json (docs/design.md section 3).
 
 Thresholds are placed between the scores the tiny model gives to chosen texts, in log-odds, with a
 wide margin, so the expected decision does not depend on the exact trained weights.

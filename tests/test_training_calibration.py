@@ -1,4 +1,4 @@
-"""Calibration and thresholds: the properties DESIGN.md section 3 promises, on random and real data."""
+"""Calibration and thresholds: the properties docs/design.md section 3 promises, on random and real data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write a model folder so it is either complete or absent (DESIGN.md section 2).
+"""Write a model folder so it is either complete or absent (docs/design.md section 2).
 
 The folder is built under a hidden staging name beside the target and renamed into place at the
 end; a run killed at any point leaves at most a hidden `.<name>.partial-*` folder that no

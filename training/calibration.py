@@ -1,4 +1,4 @@
-"""Temperature scaling and the decision-band thresholds (DESIGN.md section 3).
+"""Temperature scaling and the decision-band thresholds (docs/design.md section 3).
 
 All fitted on validation data. The temperature is folded into the classification head so that
 plain transformers users get the calibrated probabilities too.

@@ -1,4 +1,4 @@
-"""Request and response bodies of the scoring API (DESIGN.md section 4)."""
+"""Request and response bodies of the scoring API (docs/design.md section 4)."""
 
 from __future__ import annotations
 

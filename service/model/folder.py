@@ -1,4 +1,4 @@
-"""The model folder contract (DESIGN.md section 2): reading and checking `saring.json`.
+"""The model folder contract (docs/design.md section 2): reading and checking `saring.json`.
 
 Training writes this sidecar and the service reads it; both go through this module so the
 format is defined once. Nothing here imports torch.
