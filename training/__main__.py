@@ -12,6 +12,7 @@ COMMANDS = {
     "export": "write ONNX models (fp32, checked int8) into a model folder for the CPU fast path",
     "export-feedback": "write the desk's verdicts (POST /v1/feedback) as a training file",
     "compare": "score one labelled file with two model folders: figures side by side, decision moves",
+    "score": "score a backlog (CSV/TSV/JSONL/Parquet) as /v1/score would: local or Ray Data, resumable",
 }
 
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.export_feedback import main as run
     elif command == "compare":
         from training.compare import main as run
+    elif command == "score":
+        from training.score import main as run
     return run(rest)
 
 
