@@ -44,3 +44,11 @@ class ServiceMetrics:
         self.spam_flags = Counter("saring_spam_flags", "Scored messages flagged is_spam.", registry=r)
         self.model_info = Info("saring_model", "The model being served.", registry=r)
         self.reloads = Counter("saring_model_reloads", "Model reload attempts by outcome.", ["outcome"], registry=r)
+        self.flood_unavailable = Counter(
+            "saring_flood_unavailable",
+            "Score calls answered with near_duplicates null because the shared flood store (Redis) failed or is down.",
+            registry=r,
+        )
+        self.flood_store_up = Gauge(
+            "saring_flood_store_up", "1 while the shared flood store (Redis) answers, 0 during an outage.", registry=r
+        )

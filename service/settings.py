@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     flood_max_tracked: int = Field(
         20_000,
         ge=1,
-        description="Most messages remembered for flood detection (about 2.4 KB each: 50 MB at 20,000); the oldest "
-        "go first. Bounds memory when a flood outruns the window.",
+        description="Most messages remembered for flood detection, per replica (about 2.4 KB each: 50 MB at 20,000) "
+        "or, with Redis, per scope in Redis; the oldest go first. Bounds memory when a flood outruns the window.",
     )
     flood_similarity: float = Field(
         0.5,
@@ -97,6 +97,20 @@ class Settings(BaseSettings):
         le=1,
         description="Estimated Jaccard similarity of character 5-grams (after normalising case, digits, links, "
         "punctuation and emoji) from which two messages count as near-duplicates.",
+    )
+    flood_redis_url: str | None = Field(
+        None,
+        description="Redis URL (e.g. redis://redis:6379/0) where every replica keeps flood state, so a flood split "
+        "over replicas is counted as one. Empty: in-process, per replica. Redis down or slower than "
+        "SARING_FLOOD_REDIS_TIMEOUT_S: scores still answer, near_duplicates is null.",
+    )
+    flood_redis_timeout_s: float = Field(
+        0.25, gt=0, description="Longest wait for one Redis operation of flood detection; then near_duplicates is null."
+    )
+    flood_shared_across_keys: bool = Field(
+        False,
+        description="With API keys set, count near-duplicates across all keys. Default: per key, so one caller never "
+        "learns from near_duplicates what another sent; set it for a single desk using several keys.",
     )
     explain_max_messages: int = Field(
         16, ge=1, description="Most messages in one /v1/score call with explain=true (422 above)."
@@ -122,6 +136,12 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     warmup: bool = Field(True, description="Run one batch at start-up before /readyz reports ready.")
+    drain_s: float = Field(
+        2.0,
+        ge=0,
+        description="On SIGTERM, how long the replica keeps serving with /readyz 503 and 'Connection: close' on "
+        "every answer before it closes its port, so load balancers stop sending first (0: close at once).",
+    )
     graceful_shutdown_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long accepted requests may take to finish before exit."
     )

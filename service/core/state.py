@@ -15,6 +15,7 @@ from service.errors import ModelFolderRefused
 from service.features.explain import Explainer
 from service.features.feedback import AsyncFeedbackStore
 from service.features.flood import FloodDetector
+from service.features.flood_redis import RedisFloodDetector
 from service.metrics import ServiceMetrics
 from service.model.backend import Backend
 from service.model.scoring import THRESHOLDS
@@ -47,10 +48,11 @@ class AppState:
     model_dir: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
+    draining: bool = False  # SIGTERM arrived: /readyz says 503 and answers close their connection
     last_reload_error: str | None = None
     api_keys: list[str] = field(default_factory=list)
     feedback: AsyncFeedbackStore | None = None
-    flood: FloodDetector | None = None  # None: flood detection switched off
+    flood: FloodDetector | RedisFloodDetector | None = None  # None: flood detection switched off
     explainer: Explainer | None = None
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -72,6 +74,13 @@ class AppState:
             await self._warm_up(backend)
         self._served(backend, Path(s.model_dir))
         self.ready = True
+
+    def begin_drain(self) -> None:
+        """SIGTERM: tell load balancers to stop sending (/readyz 503) while work in flight, and calls
+        still arriving, are answered."""
+        if not self.draining:
+            self.draining = True
+            logger.info("draining: /readyz answers 503 from now on")
 
     async def _warm_up(self, backend: Backend) -> None:
         ids = backend.encode(["Assalamualaikum, jalan di desa kami rusak parah mohon diperbaiki"]).ids

@@ -15,6 +15,8 @@ from service.core.state import AppState, BackendFactory
 from service.features.explain import Explainer
 from service.features.feedback import AsyncFeedbackStore
 from service.features.flood import FloodDetector
+from service.features.flood_redis import RedisFloodDetector
+from service.http.draining import CloseWhileDraining
 from service.http.errors import install_error_handlers
 from service.http.middleware import RequestGuard
 from service.http.routes import router
@@ -47,7 +49,7 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
     state.api_keys = settings.all_api_keys()
     state.feedback = AsyncFeedbackStore(settings.feedback_db_url, settings.feedback_db_path)
     if settings.flood_detection:
-        state.flood = FloodDetector(settings.flood_window_s, settings.flood_max_tracked, settings.flood_similarity)
+        state.flood = flood_detector(settings, metrics)
     state.explainer = Explainer(
         max_words=settings.explain_max_words,
         top_k=settings.explain_top_k,
@@ -80,7 +82,18 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CloseWhileDraining, state=state)  # outermost: every answer of a draining replica
     return app
+
+
+def flood_detector(settings: Settings, metrics: ServiceMetrics) -> FloodDetector | RedisFloodDetector:
+    """In-process, or in Redis when SARING_FLOOD_REDIS_URL is set (shared by every replica)."""
+    window, cap, similarity = settings.flood_window_s, settings.flood_max_tracked, settings.flood_similarity
+    if not settings.flood_redis_url:
+        return FloodDetector(window, cap, similarity)
+    return RedisFloodDetector(
+        settings.flood_redis_url, window, cap, similarity, timeout_s=settings.flood_redis_timeout_s, metrics=metrics
+    )
 
 
 async def _reload_quietly(state: AppState) -> None:

@@ -7,7 +7,9 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.errors import InvalidInput
+from service.core.state import AppState
+from service.errors import InvalidInput, NotReady
+from service.features.flood import scope_of_key
 from service.http.deps import ApiKey, Ready, State, require_ready
 from service.http.errors import Forbidden
 from service.http.schemas import (
@@ -55,7 +57,9 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
     if state.flood is not None:
         # Only answered calls are remembered (a refused call's retry is not its own duplicate); repeats
         # within a call count too.
-        near_duplicates = await state.flood.observe_async(texts)
+        counts = await state.flood.observe_async(texts, flood_scope(request, state))
+        if counts is not None:  # None: the shared flood store (Redis) is unavailable; the scores still go out
+            near_duplicates = counts
     results = []
     decisions: dict[str, int] = {}
     for message, result, truncated, near, explanation in zip(
@@ -89,6 +93,15 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
         log_fields["texts"] = [mask_pii(t) for t in texts]
     request.scope["state"]["log_fields"] = log_fields
     return ScoreResponse(model={"name": sidecar.name, "version": sidecar.version}, results=results)
+
+
+def flood_scope(request: Request, state: AppState) -> str:
+    """Whose floods a call is counted with: with API keys set, its key's own (a caller never learns from
+    near_duplicates what another key's caller sent), unless SARING_FLOOD_SHARED_ACROSS_KEYS."""
+    if not state.api_keys or state.settings.flood_shared_across_keys:
+        return ""
+    _, _, token = request.headers.get("authorization", "").partition(" ")  # checked by the middleware
+    return scope_of_key(token.strip())
 
 
 @router.post(
@@ -150,7 +163,9 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(state: State) -> dict:
-    """The model is loaded and warmed up: send traffic."""
+    """The model is loaded and warmed up: send traffic. 503 from the moment SIGTERM arrives (draining)."""
+    if state.draining:
+        raise NotReady("draining: this replica is shutting down, send traffic to another", retry_after=5)
     await require_ready(state)
     return {"status": "ready", "model": state.infer.backend.sidecar.version}
 
