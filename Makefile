@@ -9,14 +9,14 @@ SEED     ?= 42
 # times slower than one (see bench/); raise it on a quiet, larger machine.
 TRAIN_THREADS ?= 1
 
-.PHONY: setup run test lint model bench clean-model
+.PHONY: setup engines run test lint model bench clean-model
 
 # torch is installed first and pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,onnx,minilm,dev]'
+	$(BIN)/pip install -q -e '.[train,onnx,minilm,redis,postgres,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -36,7 +36,27 @@ model: $(MODEL)/saring.json
 run: $(MODEL)/saring.json
 	$(BIN)/python -m service
 
-test: $(VENV)/.installed
+# The servers the scale-out tests start on 127.0.0.1 (Debian packages), installed when missing. A
+# temporary policy-rc.d keeps apt from starting them as system services (nginx would listen on port 80).
+ENGINE_PACKAGES := redis-server nginx postgresql
+engines:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages the scale-out tests start)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		added=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+			$$SUDO chmod +x /usr/sbin/policy-rc.d; added=1; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+		status=$$?; [ -z "$$added" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
+		[ $$status = 0 ] || echo "WARNING: could not install$$missing: the scale-out tests will skip (fail under CI)"; \
+	fi
+
+test: $(VENV)/.installed engines
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed

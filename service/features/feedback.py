@@ -81,7 +81,9 @@ def database_url(url: str | None, path: str | Path) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    # A database server that restarted (PostgreSQL) leaves dead connections in the pool: each is checked
+    # before use, so the first verdict after the restart is stored instead of answered 503.
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
