@@ -25,6 +25,7 @@ from service.settings import default_of
 from training.score_batch import BacklogScorer, output_columns, text_problem
 from training.score_input import BacklogInputError, InputRow, check_columns, count_rows, expand_inputs, iter_rows
 from training.score_output import PartialOutput, ResumeError, ordered, output_format
+from training.score_ray import RayResourceError
 
 logger = logging.getLogger("training.score")
 MAX_REPORTED = 100  # bad rows listed one by one; the rest are counted
@@ -241,7 +242,7 @@ def main(argv: list[str]) -> int:
             summary = score_ray(args)
         else:
             summary = score_local(args)
-    except (BacklogInputError, ResumeError) as exc:
+    except (BacklogInputError, ResumeError, RayResourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary.text(args.output))

@@ -1,19 +1,20 @@
 """`python -m training score --engine ray`: the backlog scorer on Ray Data.
 
-read_json / read_csv / read_parquet -> map_batches(RowNumbers), one actor that numbers rows in
-order (and adds flood cluster sizes) -> map_batches(RayScorer), actors that each load the model
-once and score through the same `BacklogScorer` as the local engine -> write_json / write_csv /
-write_parquet into a folder, built under a staging name and renamed into place (training/atomic.py).
+read_json / read_csv / read_parquet (all files in one read) -> map_batches(RayScorer): actors that
+each load the model once and score through the same `BacklogScorer` as the local engine, with
+`--ray_concurrency` actors and `--ray_num_gpus` GPUs each. Ray Data hands the scored blocks back in
+input order (`preserve_order`); the driver numbers the rows, adds flood cluster sizes and writes the
+one output file (JSONL, CSV or Parquet) atomically, exactly as the local engine does, so both engines
+write the same file. (Ray's own write_* would scatter the rows over many files whose order is not
+the input's, and numbering rows inside an actor proved wrong: actors do not see blocks in order.)
 
-Ray Data keeps block order (`preserve_order`), so the output files, read in name order, hold the
-rows in input order: the same rows the local engine writes. Without RAY_ADDRESS, Ray starts on this
-machine with `--ray_num_cpus`; scoring actors must leave at least one CPU free, because read tasks
-need one too and an actor pool that takes every CPU leaves the job waiting forever.
+Without RAY_ADDRESS, Ray starts on this machine with `--ray_num_cpus`; scoring actors must leave at
+least one CPU free, because read tasks need one too and an actor pool that takes every CPU leaves
+the job waiting forever.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,92 +23,90 @@ from pathlib import Path
 
 import numpy as np
 
-from training.atomic import atomic_folder
 from training.score_batch import FLOOD_COLUMN, BacklogScorer, output_columns, text_problem
-from training.score_input import check_columns, expand_inputs, input_format
-from training.score_output import output_format, parquet_schema
+from training.score_input import BacklogInputError, check_columns, expand_inputs, input_format
+from training.score_output import PartialOutput, ordered, output_format, parquet_schema
 
 logger = logging.getLogger("training.score")
 
 
+class RayResourceError(ValueError):
+    """The Ray options would leave the job without a CPU for its read tasks."""
+
+
 def init_ray(args) -> None:
+    """Join the cluster named by RAY_ADDRESS, or start Ray on this machine with CPU left for reads."""
     import ray
 
-    if ray.is_initialized():
-        return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # the cluster named by RAY_ADDRESS
+        if not ray.is_initialized():
+            ray.init()  # the cluster's nodes must have saring installed (pip install -e '.[ray]')
         return
-    cpus = args.ray_num_cpus or os.cpu_count() or 1
+    cpus = args.ray_num_cpus or (int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else None)
+    cpus = cpus or os.cpu_count() or 1
     reserved = args.ray_concurrency * args.ray_num_cpus_per_actor
-    if reserved > cpus - 1:
-        raise ValueError(
+    if args.ray_num_gpus == 0 and reserved > cpus - 1:
+        raise RayResourceError(
             f"{args.ray_concurrency} scoring actor(s) x {args.ray_num_cpus_per_actor:g} CPU leave no CPU of "
             f"{cpus} for read tasks: the job would wait forever. Lower --ray_concurrency or "
             "--ray_num_cpus_per_actor, or raise --ray_num_cpus"
         )
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        start_local_ray(cpus)
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """Ray on this machine only; its workers import saring from this checkout."""
+    import ray
+
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
 
 
 def read_backlog(paths: list[Path], text_column: str, id_column: str | None):
-    """One dataset of the text (and id) column of every input, in input order."""
+    """One dataset of the text (and id) column of every input, in input order (one read of all files)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import ray.data
 
+    kinds = sorted({input_format(path) for path in paths})
+    if len(kinds) > 1:
+        # Ray Data's union interleaves its inputs' blocks, so files of several formats would lose their order.
+        raise BacklogInputError(
+            f"the Ray engine reads one format per run, not {' and '.join(kinds)}: "
+            "convert the files to one format or use the local engine"
+        )
+    kind, files = kinds[0], [str(path) for path in paths]
     columns = [c for c in (text_column, id_column) if c]
-    parts = []
-    for path in paths:  # one read per file keeps the files in the order given
-        kind = input_format(path)
-        if kind == "parquet":
-            ds = ray.data.read_parquet(str(path), columns=columns)
-        elif kind == "jsonl":
-            ds = ray.data.read_json(str(path), lines=True, file_extensions=None).select_columns(columns)
-        else:
-            # Text, not numbers: an id like "007" stays "007", as the local engine reads it.
-            ds = ray.data.read_csv(
-                str(path),
-                parse_options=pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ","),
-                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string())),
-                file_extensions=None,
-            ).select_columns(columns)
-        parts.append(ds)
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-
-
-class RowNumbers:
-    """One actor that sees every block in order: the row number (the id without --id_column) and floods."""
-
-    def __init__(self, id_column: str | None, flood_sizes: np.ndarray | None) -> None:
-        self.id_column = id_column
-        self.flood_sizes = flood_sizes
-        self.next = 0
-
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        n = batch.num_rows
-        numbers = np.arange(self.next, self.next + n, dtype=np.int64)
-        if self.id_column is None:
-            batch = batch.append_column("id", pa.array(numbers))
-        else:
-            batch = batch.rename_columns(["id" if c == self.id_column else c for c in batch.column_names])
-        if self.flood_sizes is not None:
-            sizes = self.flood_sizes[numbers]
-            batch = batch.append_column(FLOOD_COLUMN, pa.array(sizes, mask=sizes < 0))
-        self.next += n
-        return batch
+    if kind == "parquet":
+        return ray.data.read_parquet(files, columns=columns, include_paths=True)
+    if kind == "jsonl":
+        ds = ray.data.read_json(files, lines=True, file_extensions=None, include_paths=True)
+        return ds.select_columns([*columns, "path"])
+    # Text, not numbers: an id like "007" stays "007", as the local engine reads it.
+    return ray.data.read_csv(
+        files,
+        parse_options=pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ","),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string())),
+        file_extensions=None,
+        include_paths=True,
+    ).select_columns([*columns, "path"])
 
 
 class RayScorer:
-    """A scoring actor: the model is loaded once, in the constructor."""
+    """A scoring actor: the model is loaded once, in the constructor; the id and path columns pass through."""
 
-    def __init__(self, scorer_kwargs: dict, text_column: str, floods: bool, fmt: str) -> None:
+    def __init__(self, scorer_kwargs: dict, text_column: str, id_column: str | None) -> None:
         self.scorer = BacklogScorer(**scorer_kwargs)
         self.text_column = text_column
-        self.fmt = fmt
-        self.columns = output_columns(floods)
-        computed = [c for c in self.columns if c not in ("id", FLOOD_COLUMN)]
+        self.id_column = id_column
+        computed = [c for c in output_columns(floods=False) if c != "id"]
         self.schema = parquet_schema(computed, self.scorer.labels)
 
     def __call__(self, batch):
@@ -115,14 +114,9 @@ class RayScorer:
 
         rows = self.scorer.score(batch.column(self.text_column).to_pylist())
         table = pa.Table.from_pylist(rows, schema=self.schema)
-        if self.fmt == "csv":  # a CSV cell holds the probabilities as JSON, as the local engine writes them
-            probabilities = [None if p is None else json.dumps(p) for p in table.column("probabilities").to_pylist()]
-            index = table.column_names.index("probabilities")
-            table = table.set_column(index, "probabilities", pa.array(probabilities, pa.string()))
-        table = table.add_column(0, "id", batch.column("id"))
-        if FLOOD_COLUMN in self.columns:
-            table = table.add_column(self.columns.index(FLOOD_COLUMN), FLOOD_COLUMN, batch.column(FLOOD_COLUMN))
-        return table
+        if self.id_column is not None:
+            table = table.add_column(0, "id", batch.column(self.id_column))
+        return table.append_column("path", batch.column("path"))
 
 
 def flood_sizes(ds, text_column: str) -> np.ndarray:
@@ -139,26 +133,20 @@ def flood_sizes(ds, text_column: str) -> np.ndarray:
 def score_ray(args):
     import ray.data
 
+    from service.model.folder import read_sidecar
     from training.score import Summary, flood_figures, report_bad_row
 
     paths = expand_inputs(args.data)
     check_columns(paths, args.text_column, args.id_column)
-    fmt = output_format(args.output)
+    output_format(args.output)
+    labels = read_sidecar(args.model, verify_weights=False).labels
     init_ray(args)
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
+    context.execution_options.preserve_order = True  # the rows come back to the driver in input order
     context.enable_progress_bars = args.progress
     started = time.perf_counter()
     ds = read_backlog(paths, args.text_column, args.id_column)
     sizes = flood_sizes(ds, args.text_column) if args.floods else None
-    ds = ds.map_batches(
-        RowNumbers,
-        fn_constructor_kwargs={"id_column": args.id_column, "flood_sizes": sizes},
-        batch_format="pyarrow",
-        batch_size=None,
-        concurrency=1,
-        num_cpus=0,  # bookkeeping only: it must not take the CPU the read tasks need
-    )
     scorer_kwargs = {
         "model_dir": str(Path(args.model).resolve()),
         "backend": args.backend,
@@ -167,13 +155,12 @@ def score_ray(args):
         "max_batch_tokens": args.max_batch_tokens,
         "num_threads": args.num_threads or max(1, int(args.ray_num_cpus_per_actor)),
     }
-    ds = ds.map_batches(
+    scored = ds.map_batches(
         RayScorer,
         fn_constructor_kwargs={
             "scorer_kwargs": scorer_kwargs,
             "text_column": args.text_column,
-            "floods": args.floods,
-            "fmt": fmt,
+            "id_column": args.id_column,
         },
         batch_format="pyarrow",
         batch_size=args.chunk_size,
@@ -181,47 +168,38 @@ def score_ray(args):
         num_cpus=args.ray_num_cpus_per_actor,
         num_gpus=args.ray_num_gpus,
     )
-    with atomic_folder(args.output) as staging:
-        if fmt == "jsonl":
-            ds.write_json(str(staging), double_precision=15, force_ascii=False)
-        elif fmt == "csv":
-            ds.write_csv(str(staging))
-        else:
-            ds.write_parquet(str(staging))
-    summary = Summary(seconds=time.perf_counter() - started)
-    _summarise(summary, args.output, fmt, report_bad_row)
+    # Ray Data runs reads and actors in parallel but hands blocks back in order (preserve_order): the
+    # driver numbers the rows and writes the one output file exactly as the local engine does.
+    columns = output_columns(args.floods)
+    partial = PartialOutput(Path(args.output), {"engine": "ray"})
+    partial.start(resume=False)
+    summary = Summary()
+    position = 0
+    per_file: Counter = Counter()
+    try:
+        for batch in scored.iter_batches(batch_format="pyarrow", batch_size=args.chunk_size):
+            rows = batch.to_pylist()
+            for offset, row in enumerate(rows):
+                path = row.pop("path")
+                per_file[path] += 1
+                if args.id_column is None:
+                    row["id"] = position + offset
+                if row["error"]:
+                    report_bad_row(summary, f"{_local_path(path)} row {per_file[path]}", row["error"])
+            rows = [ordered(row, [c for c in columns if c != FLOOD_COLUMN]) for row in rows]
+            partial.append(rows)
+            summary.add(rows)
+            position += len(rows)
+    finally:
+        partial.close()
     summary.scored_now = summary.rows
-    if sizes is not None:
-        summary.flood_clusters = flood_figures([None if s < 0 else int(s) for s in sizes])
+    summary.seconds = time.perf_counter() - started
+    flood_list = None if sizes is None else [None if s < 0 else int(s) for s in sizes]
+    if flood_list is not None:
+        summary.flood_clusters = flood_figures(flood_list)
+    partial.finish(columns, labels, flood_list)
     return summary
 
 
-def read_output_folder(folder: str | Path, fmt: str, columns: list[str] | None = None) -> list[dict]:
-    """The rows of a Ray output folder, in input order (its files read in name order)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
-
-    rows: list[dict] = []
-    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
-        if fmt == "parquet":
-            table = pq.read_table(path, columns=columns)
-        elif fmt == "csv":
-            table = pacsv.read_csv(path)
-        else:
-            table = pajson.read_json(path)
-        rows += table.select(columns).to_pylist() if columns else table.to_pylist()
-    return rows
-
-
-def _summarise(summary, output: str, fmt: str, report_bad_row) -> None:
-    decisions, categories = Counter(), Counter()
-    for row in read_output_folder(output, fmt, ["id", "decision", "category", "error"]):
-        summary.rows += 1
-        if row["error"]:
-            summary.errors += 1
-            report_bad_row(summary, f"id {row['id']}", row["error"])
-        else:
-            decisions[row["decision"]] += 1
-            categories[row["category"]] += 1
-    summary.decisions, summary.categories = decisions, categories
+def _local_path(path: str) -> str:
+    return path.removeprefix("local://")
