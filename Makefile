@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,onnx,minilm,redis,postgres,dev]'
+	$(BIN)/pip install -q -e '.[train,onnx,minilm,redis,postgres,ray,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
