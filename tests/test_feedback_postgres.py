@@ -140,3 +140,30 @@ def test_the_first_verdict_after_an_idle_restart_is_stored(pg: PostgresServer, t
         response = client.post("/v1/feedback", json={"id": "idle-2", "text": ADUAN, "label": "aduan"})
         assert response.status_code == 201, response.text
     assert [r[0] for r in stored(pg, "message_id LIKE 'idle-%'")] == ["idle-1", "idle-2"]
+
+
+def test_replicas_opening_a_fresh_database_at_once_all_succeed(pg: PostgresServer) -> None:
+    """Every replica creates the table on first use; at the same moment, one used to fail on a duplicate key."""
+    import psycopg
+
+    for trial in range(3):
+        name = f"fresh_{trial}"
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user="saring", dbname="postgres", autocommit=True) as c:
+            c.execute(f"create database {name}")
+        url = pg.url.rsplit("/", 1)[0] + f"/{name}"
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_store(url: str = url, barrier: threading.Barrier = barrier, errors: list = errors) -> None:
+            barrier.wait()
+            try:
+                FeedbackStore(url).close()
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors

@@ -41,6 +41,7 @@ from service.errors import FeedbackUnavailable
 logger = logging.getLogger("saring")
 
 metadata = MetaData()
+SCHEMA_LOCK = 0x5A41_4E47  # PostgreSQL advisory lock held while the schema is created
 
 feedback_table = Table(
     "feedback",
@@ -100,7 +101,12 @@ def make_engine(url: str) -> Engine:
 class FeedbackStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # Replicas opening a fresh database at once would race to create the table (one of them
+                # failing on a duplicate key): each takes this lock in turn, and later ones find the table.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            metadata.create_all(conn)
 
     @classmethod
     def from_settings(cls, db_url: str | None, db_path: str | Path) -> FeedbackStore:
