@@ -51,6 +51,14 @@ def saring_normaliser() -> normalizers.Normalizer:
     return normalizers.Sequence(steps)
 
 
+_NORMALISER = saring_normaliser()
+
+
+def normalise_text(text: str) -> str:
+    """The same normalisation, for parts that read the text itself rather than token ids (the TF-IDF head)."""
+    return _NORMALISER.normalize_str(text)
+
+
 def _has_saring_normaliser(tokenizer) -> bool:
     first = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer") or {}
     steps = first.get("normalizers") or []
@@ -89,13 +97,15 @@ def load_tokenizer(model_dir: str | Path):
 class TextEncoder:
     """A model folder's tokenizer, truncating to `fit_max_length(sidecar max_length)`."""
 
-    def __init__(self, model_dir: str | Path, max_length: int) -> None:
+    def __init__(self, model_dir: str | Path, max_length: int, prefix: str = "") -> None:
         self.tokenizer = load_tokenizer(model_dir)
         self.max_length = fit_max_length(max_length, self.tokenizer)
+        # e5 reads "query: " before a text it embeds for classification; the sidecar says which prefix.
+        self.prefix = prefix
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         enc = self.tokenizer(
-            list(texts),
+            [self.prefix + t for t in texts] if self.prefix else list(texts),
             truncation=True,
             max_length=self.max_length,
             return_overflowing_tokens=True,

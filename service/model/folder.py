@@ -57,7 +57,22 @@ class Sidecar:
     # ONNX exports of these weights (`python -m training export`): files, checksums, accuracy checks.
     # Not covered by weights_sha256; the ONNX backend checks each file against its own sha256 here.
     onnx: dict[str, Any] = field(default_factory=dict)
+    # The desk's raw labels -> model labels the model was trained with (`--label_map`): evaluate,
+    # compare, export and POST /v1/feedback accept the desk's own labels through it.
+    label_map: dict[str, str] = field(default_factory=dict)
+    # Versions of the libraries that trained the folder (torch, transformers, ...).
+    libraries: dict[str, str] = field(default_factory=dict)
+    # A frozen-encoder model (service/model/heads.py): its head files with sha256, and the TF-IDF head's
+    # files and weight in the mix. Empty: a sequence-classification folder.
+    heads: dict[str, Any] = field(default_factory=dict)
+    # Prepended to every text before tokenising (e5 reads "query: "); empty for most models.
+    text_prefix: str = ""
     format_version: int = FORMAT_VERSION
+
+    def model_label(self, label: str) -> str | None:
+        """A model label, or a raw label the folder's label map knows, as the model label; else None."""
+        label = self.label_map.get(label, label)
+        return label if label in self.labels else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -122,6 +137,10 @@ def _check_values(data: object, path: Path) -> None:
         "training_data": lambda v: isinstance(v, dict),
         "calibration": lambda v: isinstance(v, dict),
         "onnx": lambda v: isinstance(v, dict),
+        "heads": lambda v: isinstance(v, dict),
+        "text_prefix": lambda v: isinstance(v, str),
+        "label_map": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        "libraries": lambda v: isinstance(v, dict),
     }
     for key in THRESHOLDS:
         checks[key] = lambda v: isinstance(v, dict) and number(v.get("value")) and 0.0 <= v["value"] <= 1.0
@@ -187,6 +206,12 @@ def read_sidecar(folder: str | Path, verify_weights: bool = True) -> Sidecar:
             f"{sidecar_path}: thresholds must satisfy 0 <= reject <= accept <= 1 "
             f"(reject={sidecar.reject.value}, accept={sidecar.accept.value})"
         )
+    for name, digest in sidecar.heads.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelFolderError(f"model folder {folder} has no {name} (listed in {SIDECAR_NAME} heads)")
+        if verify_weights and sha256_file(path) != digest:
+            raise ModelFolderError(f"{path} does not match its checksum in {SIDECAR_NAME}: the folder was changed")
     if verify_weights and sidecar.weights_sha256:
         actual = sha256_file(weights_path)
         if actual != sidecar.weights_sha256:

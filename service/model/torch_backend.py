@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
 from service.model.folder import read_sidecar
+from service.model.heads import MeanPoolClassifier, TfidfHead, TokenIds, combine
 
 
 def pick_device(device: str) -> str:
@@ -46,22 +47,33 @@ class TorchBackend:
         self.device = pick_device(device)
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length)
+        self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length, prefix=self.sidecar.text_prefix)
         self.tokenizer = self.encoder.tokenizer
         self.max_length = self.encoder.max_length
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
         self.dtype = pick_dtype(dtype, self.device)
-        model = model.to(self.dtype)
-        self.model = model.to(self.device).eval()
+        heads = self.sidecar.heads
+        self.text_head = TfidfHead(self.model_dir) if heads.get("text_head") else None
+        self.text_weight = float(heads.get("text_head", {}).get("weight", 0.0))
+        if heads:  # a frozen encoder with saring's heads (service/model/heads.py)
+            self.model = MeanPoolClassifier.from_folder(self.model_dir, dtype=self.dtype, device=self.device)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
+            self.model = model.to(self.dtype).to(self.device).eval()
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return self.encoder.encode(texts)
+        encoded = self.encoder.encode(texts)
+        if self.text_head is not None:  # the text head reads the text once, here; its answer rides with the ids
+            text_probs = self.text_head.probabilities(texts)
+            encoded.ids = [TokenIds.of(ids, p) for ids, p in zip(encoded.ids, text_probs, strict=True)]
+        return encoded
 
     @torch.inference_mode()
     def logits(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         padded = self.encoder.pad(batch, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in padded.items()}
-        return self.model(**inputs).logits.float().cpu().numpy().astype(np.float64)
+        out = self.model(**inputs)
+        logits = (out if isinstance(out, torch.Tensor) else out.logits).float().cpu().numpy().astype(np.float64)
+        return combine(logits, batch, self.text_weight) if self.sidecar.heads else logits
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         return softmax64(self.logits(batch))

@@ -1,0 +1,110 @@
+"""The frozen-encoder model (training/frozen.py -> service/model/heads.py): what is fitted is what is served."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from make_messages import PLACES, make_messages
+from service_fixtures import make_settings
+
+from service.http.app import create_app
+from service.model.encoding import normalise_text, softmax64
+from service.model.folder import ModelFolderError, Sidecar, Threshold, read_sidecar, sha256_file, write_sidecar
+from service.model.heads import HEADS_FILE, TFIDF_WEIGHTS
+from service.model.loading import predict
+from service.model.torch_backend import TorchBackend
+from training.frozen import embed_texts, fit_heads, stage_heads
+
+LABELS = ["aduan", "bukan_aduan", "iseng", "spam"]
+PREFIX = "query: "
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BertModel with a WordPiece vocabulary: a local stand-in for a pretrained encoder."""
+    import torch
+    from transformers import BertModel
+
+    from training.scratch import scratch_config, train_wordpiece
+
+    rows = make_messages(20, seed=11, places=PLACES)
+    tokenizer = train_wordpiece([r["text"] for r in rows], 500, 48)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("base") / "encoder"
+    BertModel(scratch_config("tiny", len(tokenizer), 48), add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(base_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    import torch
+
+    torch.set_num_threads(1)
+    rows = make_messages(12, seed=1, places=PLACES[:12])
+    heads = fit_heads(base_dir, [r["text"] for r in rows], [r["label"] for r in rows], LABELS, 48, PREFIX, 0.5, 7,
+                      progress=False)  # fmt: skip
+    folder = tmp_path_factory.mktemp("models") / "frozen"
+    folder.mkdir()
+    record = stage_heads(heads, folder, LABELS)
+    threshold = Threshold(value=0.5, objective="test", target=0.0)
+    write_sidecar(
+        folder,
+        Sidecar(
+            name="frozen-test", version="t", base_model=str(base_dir), max_length=48, labels=LABELS,
+            scores={"validity": ["aduan"], "spam": ["iseng", "spam"]}, temperature=1.0,
+            accept=threshold, reject=Threshold(value=0.1, objective="test", target=0.0), spam=threshold,
+            weights_sha256=sha256_file(folder / "model.safetensors"), heads=record, text_prefix=PREFIX,
+        ),
+    )  # fmt: skip
+    return heads, folder
+
+
+def test_served_folder_gives_the_fitted_mixture(fitted) -> None:
+    """Reloaded from disk, the folder answers mean(embedding head, scikit-learn's own TF-IDF pipeline)."""
+    heads, folder = fitted
+    texts = [r["text"] for r in make_messages(3, seed=5, places=PLACES[12:])] + ["ＳＬＯＴ ｇａｃｏｒ maxwin"]
+    features = embed_texts(heads.model, heads.encoder, texts, progress=False)
+    weight = heads.model.head.weight.detach().numpy().astype(np.float64)
+    bias = heads.model.head.bias.detach().numpy().astype(np.float64)
+    embedding_probs = softmax64(features @ weight.T + bias)
+    tfidf_probs = heads.tfidf.predict_proba([normalise_text(t) for t in texts])
+    expected = 0.5 * embedding_probs + 0.5 * tfidf_probs
+
+    served, _ = predict(TorchBackend(folder, device="cpu"), texts)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert read_sidecar(folder).heads["text_head"] == {"kind": "tfidf_lr", "weight": 0.5}
+
+
+def test_heads_learn_the_training_messages(fitted) -> None:
+    _, folder = fitted
+    rows = make_messages(6, seed=9, places=PLACES[12:])
+    probs, _ = predict(TorchBackend(folder, device="cpu"), [r["text"] for r in rows])
+    accuracy = (np.array(LABELS)[probs.argmax(axis=1)] == np.array([r["label"] for r in rows])).mean()
+    assert accuracy >= 0.9, accuracy
+
+
+def test_api_scores_the_frozen_folder_like_predict(fitted) -> None:
+    _, folder = fitted
+    texts = ["jalan di desa sukamaju rusak parah mohon diperbaiki", "slot gacor maxwin daftar sekarang"]
+    expected, _ = predict(TorchBackend(folder, device="cpu"), texts)
+    with TestClient(create_app(make_settings(folder))) as client:
+        response = client.post("/v1/score", json={"messages": [{"text": t} for t in texts]})
+    assert response.status_code == 200, response.text
+    for result, row in zip(response.json()["results"], expected, strict=True):
+        assert result["probabilities"] == pytest.approx(dict(zip(LABELS, row, strict=True)), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [HEADS_FILE, TFIDF_WEIGHTS])
+def test_a_changed_head_file_is_refused(fitted, tmp_path: Path, name: str) -> None:
+    _, folder = fitted
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    data = bytearray((copy / name).read_bytes())
+    data[-1] ^= 0xFF
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match=name):
+        read_sidecar(copy)
