@@ -107,6 +107,7 @@ def test_transitions_match_an_independent_count(
             assert swapped["transitions"][y][x] == count
 
 
-def test_compare_needs_exactly_two_models(tiny_model_dir: Path, data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="two folders"):
-        main(["compare", "--models", str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path)])
+def test_compare_needs_exactly_two_models(tiny_model_dir: Path, data: Path, tmp_path: Path, capsys) -> None:
+    argv = ["compare", "--models", str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path)]
+    assert main(argv) == 2  # a user's mistake: one line, no traceback
+    assert "two folders" in capsys.readouterr().err

@@ -197,7 +197,7 @@ def test_export_keeps_the_latest_label_per_message_as_jsonl_and_csv(tmp_path: Pa
     rows, columns, _ = read_rows(str(tmp_path / "fb.csv"))
     assert columns == ["text", "label", "id"]
     assert [(r["text"], r["label"]) for r in rows] == [(TRICKY, "spam"), ("teks a", "bukan_aduan")]
-    assert main(["export-feedback", "--db_path", str(tmp_path / "missing.sqlite3"), "--output", "x.jsonl"]) == 1
+    assert main(["export-feedback", "--db_path", str(tmp_path / "missing.sqlite3"), "--output", "x.jsonl"]) == 2
 
 
 @pytest.mark.slow
@@ -223,7 +223,9 @@ def test_exported_feedback_trains_with_the_seed_data(tmp_path: Path, db: Path, t
 
     out = tmp_path / "retrained"
     with torch_threads(1):
-        assert main(["train", *train_argv([tiny_data["train"], exported], out, epochs=3)]) == 0
+        # 3 epochs may stay near chance: the sanity gate is waived, the data flow is what is tested.
+        argv = train_argv([tiny_data["train"], exported], out, "--allow_weak_model", "true", epochs=3)
+        assert main(["train", *argv]) == 0
     sidecar = json.loads((out / "saring.json").read_text(encoding="utf-8"))
     data = sidecar["training_data"]
     assert str(tiny_data["train"]) in data["sources"]["train"] and str(exported) in data["sources"]["train"]

@@ -23,6 +23,7 @@ from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fi
 )
 
 import training.atomic
+import training.finalise
 import training.train
 from service.model.folder import ModelFolderError, read_sidecar
 from service.model.torch_backend import TorchBackend
@@ -95,13 +96,13 @@ def test_sigkill_during_training_leaves_no_folder(tmp_path, messages):
 @pytest.mark.parametrize(
     "kill_point",
     # after the first sidecar write, after the thresholds' sidecar write, after metrics.json
-    ["fit_temperature", "evaluate_probabilities", "write_model_card"],
+    ["calibrate", "evaluate_probabilities", "write_model_card"],
 )
 def test_kill_inside_finalise_leaves_only_a_refused_staging_folder(tmp_path, messages, monkeypatch, kill_point):
     def killed(*args, **kwargs):
         raise SimulatedKill(kill_point)
 
-    monkeypatch.setattr(training.train, kill_point, killed)
+    monkeypatch.setattr(training.finalise, kill_point, killed)
     # SIGKILL runs no cleanup: keep the staging folder that atomic_folder would otherwise remove.
     monkeypatch.setattr(training.atomic, "shutil", SimpleNamespace(rmtree=lambda *a, **k: None))
     out = tmp_path / "models" / "m"
@@ -125,7 +126,7 @@ def test_failure_inside_finalise_keeps_the_previous_folder(tmp_path, trained, me
     def broken(*args, **kwargs):
         raise RuntimeError("disk full while writing the model card")
 
-    monkeypatch.setattr(training.train, "write_model_card", broken)
+    monkeypatch.setattr(training.finalise, "write_model_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         training.train.main(fast_argv(messages, out))
     assert folder_digest(out) == before
@@ -135,8 +136,8 @@ def test_failure_inside_finalise_keeps_the_previous_folder(tmp_path, trained, me
 
 KILL_IN_FINALISE = """
 import os, signal, sys
-import training.train as t
-t.write_model_card = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+import training.finalise as f, training.train as t
+f.write_model_card = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 sys.exit(t.main(sys.argv[1:]))
 """
 

@@ -227,12 +227,17 @@ def test_trained_folder_thresholds_hold_on_its_validation_data(trained):
             assert positive[fired].mean() >= threshold.target
             assert threshold.achieved["precision"] == pytest.approx(positive[fired].mean(), abs=1e-12)
 
-    # The fitted temperature is folded into the saved head: the folder's own logits give nll_after.
+    # The fitted temperature is folded into the saved head only when it lowers held-out NLL: then the
+    # folder's own logits give nll_after, else they are the unscaled ones (nll_before).
     logits, _ = predict(backend, texts, forward=backend.logits)
     y = np.array([index[label] for label in labels])
-    assert sidecar.calibration["method"] == "temperature"
-    assert sidecar.temperature == sidecar.calibration["temperature"]
-    assert nll(logits, y) == pytest.approx(sidecar.calibration["nll_after"], rel=1e-4, abs=1e-6)
+    calibration = sidecar.calibration
+    assert calibration["method"] == "temperature"
+    folded = calibration["folded_into_head"]
+    assert folded == (calibration["held_out_nll_after"] < calibration["held_out_nll_before"])
+    assert sidecar.temperature == (calibration["temperature"] if folded else 1.0)
+    expected = calibration["nll_after"] if folded else calibration["nll_before"]
+    assert nll(logits, y) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_folding_keeps_float32_weights_when_the_backend_runs_in_half_precision(tmp_path, messages, monkeypatch):

@@ -77,7 +77,8 @@ def test_torchrun_two_cpu_processes_write_the_same_kind_of_folder(tmp_path, mess
     out = tmp_path / "models" / "ddp"
     epochs = 4
     argv = train_argv(messages.train, out, "--validation_file", str(messages.validation), epochs=epochs)
-    argv += ["--test_file", str(messages.test), "--ddp_backend", "gloo", "--logging_steps", "1"]
+    # No --ddp_backend: gloo is chosen without CUDA. 12 steps stay near chance, so the gate is waived.
+    argv += ["--test_file", str(messages.test), "--logging_steps", "1", "--allow_weak_model", "true"]
     proc = subprocess.run(
         [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "training", "train", *argv],
         cwd=ROOT,

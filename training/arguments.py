@@ -6,7 +6,8 @@ can be passed instead of flags (`python -m training train config.json`).
 
 from __future__ import annotations
 
-import json
+import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +15,18 @@ import torch
 from transformers import TrainingArguments
 
 from service.model.folder import CATEGORIES
+from training.data import parse_label_map
+from training.errors import OWN_LABELS_HINT, ArgumentsError
 
 DEFAULT_BASE_MODEL = "indobenchmark/indobert-base-p1"
 SCRATCH_PREFIX = "scratch:"
+VALIDITY_DEFAULT = ("aduan",)
+SPAM_DEFAULT = ("spam", "iseng")
+# A fresh (scratch) encoder needs a far larger step than a pre-trained one: at 5e-5 a scratch:small
+# run stayed at chance (loss flat at ln 3). Per preset, measured on the seed data (scratch:small at
+# 5e-4 is the default model's setting); used when --learning_rate is not given.
+SCRATCH_LEARNING_RATES = {"tiny": 5e-3, "small": 5e-4, "base": 1e-4}
+PRETRAINED_LEARNING_RATE = 5e-5
 # Keys of metrics.json that an extra evaluation set must not overwrite.
 RESERVED_SET_NAMES = {"train", "validation", "test", "model", "evaluated", "baseline", "calibration", "thresholds"}
 
@@ -52,9 +62,9 @@ class ModelArguments:
             from training.scratch import PRESETS
 
             if self.scratch_preset not in PRESETS:
-                raise ValueError(f"unknown scratch preset {self.scratch_preset!r}: choose one of {sorted(PRESETS)}")
+                raise ArgumentsError(f"unknown scratch preset {self.scratch_preset!r}: choose one of {sorted(PRESETS)}")
         elif self.mlm_pretrain_epochs:
-            raise ValueError("--mlm_pretrain_epochs applies only to scratch:<preset> base models")
+            raise ArgumentsError("--mlm_pretrain_epochs applies only to scratch:<preset> base models")
 
     @property
     def is_scratch(self) -> bool:
@@ -66,11 +76,44 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class LabelledDataArguments:
+    """How to read a labelled file: shared by train, evaluate, compare, export and score."""
+
+    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
+    label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON object (inline or a file path) mapping raw labels to model labels, e.g. "
+            '\'{"valid": "aduan", "junk": "spam", "chat": "bukan_aduan"}\'. Unmapped labels pass through. '
+            "A trained model folder records its map: evaluate, compare, export and the service reuse it, "
+            "and this flag adds to it."
+        },
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata={"help": "Text encoding of CSV/TSV/JSONL files (e.g. cp1252 for files saved by Excel on Windows)."},
+    )
+
+    def parsed_label_map(self) -> dict[str, str]:
+        return parse_label_map(self.label_map)
+
+
+@dataclass
+class BackendArguments:
+    """Which of the service's backends scores the messages, and where."""
+
+    backend: str = field(default="torch", metadata={"help": "torch or onnx: the service's backends."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
+    batch_size: int = field(default=32, metadata={"help": "Messages per forward."})
+
+
+@dataclass
+class DataArguments(LabelledDataArguments):
     train_file: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Training data: one or more CSV or JSONL files, local `datasets` folders or hub "
+            "help": "Training data: one or more CSV, TSV or JSONL files, local `datasets` folders or hub "
             "dataset ids (rows of all are concatenated, e.g. seed data plus exported feedback)."
         },
     )
@@ -79,26 +122,21 @@ class DataArguments:
         metadata={"help": "Validation data; without it a stratified share of the training data is held out."},
     )
     test_file: str | None = field(default=None, metadata={"help": "Optional held-out test data."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
-    label_map: str | None = field(
+    labels: list[str] | None = field(
         default=None,
         metadata={
-            "help": "JSON object (inline or a file path) mapping raw labels to model labels, e.g. "
-            '\'{"0": "bukan_aduan", "1": "spam", "2": "spam"}\'. Unmapped labels pass through.'
+            "help": "The model's labels, in id order. Default: saring's categories (aduan bukan_aduan iseng "
+            "spam), or with --label_map those it maps onto. Your own labels need --validity_labels and "
+            "--spam_labels too (README: Your own labels)."
         },
     )
-    labels: list[str] = field(
-        default_factory=lambda: list(CATEGORIES),
-        metadata={"help": "The model's labels, in id order."},
+    validity_labels: list[str] | None = field(
+        default=None,
+        metadata={"help": "Labels whose probabilities make `validity` (default: aduan)."},
     )
-    validity_labels: list[str] = field(
-        default_factory=lambda: ["aduan"],
-        metadata={"help": "Labels whose probabilities make `validity`."},
-    )
-    spam_labels: list[str] = field(
-        default_factory=lambda: ["spam", "iseng"],
-        metadata={"help": "Labels whose probabilities make `spam`."},
+    spam_labels: list[str] | None = field(
+        default=None,
+        metadata={"help": "Labels whose probabilities make `spam` (default: spam and iseng, those among --labels)."},
     )
     validation_split: float = field(
         default=0.15,
@@ -124,38 +162,60 @@ class DataArguments:
         if isinstance(self.train_file, str):  # a JSON config may give one file as a plain string
             self.train_file = [self.train_file]
         if not self.train_file:
-            raise ValueError("--train_file is required (one or more files)")
+            raise ArgumentsError("--train_file is required (one or more files)")
         if not 0.0 < self.validation_split < 0.5:
-            raise ValueError(f"--validation_split must be between 0 and 0.5, got {self.validation_split}")
-        for name in ("validity_labels", "spam_labels"):
-            unknown = sorted(set(getattr(self, name)) - set(self.labels))
-            if unknown:
-                raise ValueError(f"--{name} names labels {unknown} that are not in --labels {self.labels}")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"--labels has duplicates: {self.labels}")
+            raise ArgumentsError(f"--validation_split must be between 0 and 0.5, got {self.validation_split}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ArgumentsError(f"--labels has duplicates: {self.labels}")
         names = [name for name, _ in self.extra_eval_sets()]
         clash = sorted(set(names) & RESERVED_SET_NAMES) or sorted({n for n in names if names.count(n) > 1})
         if clash:
-            raise ValueError(f"--extra_eval_file names {clash} clash with other sets; name them NAME=PATH")
+            raise ArgumentsError(f"--extra_eval_file names {clash} clash with other sets; name them NAME=PATH")
+        if self.labels is not None or not self.label_map:
+            self.resolve_labels()  # a mapped model's labels wait for the training data (load_splits)
+
+    def resolve_labels(self, raw_train_labels: Collection[str] = ()) -> None:
+        """Choose the model's labels and the labels of each score, or say what to pass.
+
+        Without --labels: saring's categories, or with --label_map the categories the training data
+        maps onto (a desk with three labels gets a three-label model). The scores default to aduan
+        (validity) and spam + iseng (spam), those among the labels; own labels must name them.
+        """
+        if self.labels is None:
+            if not self.label_map:
+                self.labels = list(CATEGORIES)
+            else:
+                mapping = self.parsed_label_map()
+                mapped = {mapping.get(raw, raw) for raw in raw_train_labels}
+                self.labels = [c for c in CATEGORIES if c in mapped]
+                if len(self.labels) < 2:
+                    raise ArgumentsError(
+                        f"--label_map maps the training labels onto {sorted(mapped)}; fewer than two of them are "
+                        f"saring's categories ({', '.join(CATEGORIES)}). Map onto those, or keep your own labels "
+                        f"with --labels, --validity_labels and --spam_labels ({OWN_LABELS_HINT})"
+                    )
+        for role, default in (("validity_labels", VALIDITY_DEFAULT), ("spam_labels", SPAM_DEFAULT)):
+            if getattr(self, role) is None:
+                chosen = [label for label in default if label in self.labels]
+                if not chosen:
+                    raise ArgumentsError(
+                        f"--labels {' '.join(self.labels)}: say which of your labels make the two scores, e.g. "
+                        f"--validity_labels {self.labels[0]} --spam_labels {self.labels[-1]} ({OWN_LABELS_HINT})"
+                    )
+                setattr(self, role, chosen)
+            unknown = sorted(set(getattr(self, role)) - set(self.labels))
+            if unknown:
+                raise ArgumentsError(
+                    f"--{role} names {unknown}, which are not among the model's labels {self.labels}; "
+                    f"name labels from --labels ({OWN_LABELS_HINT})"
+                )
+        both = sorted(set(self.validity_labels) & set(self.spam_labels))
+        if both:
+            raise ArgumentsError(f"{both} count for both validity and spam; a label belongs to one score at most")
 
     def extra_eval_sets(self) -> list[tuple[str, str]]:
         """(name, path) of each --extra_eval_file; a bare path is named after its file."""
         return [tuple(spec.split("=", 1)) if "=" in spec else (Path(spec).stem, spec) for spec in self.extra_eval_file]
-
-    def parsed_label_map(self) -> dict[str, str]:
-        if not self.label_map:
-            return {}
-        if isinstance(self.label_map, dict):  # a JSON config file may hold the object itself
-            mapping = self.label_map
-        else:
-            text = self.label_map
-            # An inline object is never a path (and a long one would overflow the file name limit).
-            if not text.lstrip().startswith("{") and Path(text).is_file():
-                text = Path(text).read_text(encoding="utf-8")
-            mapping = json.loads(text)
-        if not isinstance(mapping, dict):
-            raise ValueError("--label_map must be a JSON object of raw label -> model label")
-        return {str(k): str(v) for k, v in mapping.items()}
 
 
 @dataclass
@@ -200,7 +260,13 @@ class SaringTrainingArguments(TrainingArguments):
 
     output_dir: str = field(default="models/custom", metadata={"help": "The model folder to write."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Training epochs."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate (AdamW). Default: 5e-5 for a pre-trained base; for scratch:<preset> "
+            "5e-3 (tiny), 5e-4 (small), 1e-4 (base), since a fresh encoder stays at chance at 5e-5."
+        },
+    )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     warmup_steps: float = field(default=0.06, metadata={"help": "LR warm-up: a share of all steps if < 1, else steps."})
@@ -214,6 +280,28 @@ class SaringTrainingArguments(TrainingArguments):
     seed: int = field(default=42, metadata={"help": "Seed for data splits, init and shuffling."})
     # saring's own knobs
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint of an interrupted run."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Discard the checkpoints of an earlier, unfinished run (kept in .<name>.work/ beside the "
+            "output folder). Without it a run refuses to start over them; --resume true continues them."
+        },
+    )
+    allow_weak_model: bool = field(
+        default=False,
+        metadata={
+            "help": "Write the folder even when the sanity gate fails (validation macro-F1 near chance, or "
+            "no accept or spam rule reachable). Off: such a run fails and writes nothing."
+        },
+    )
+    seed_spread: int = field(
+        default=0,
+        metadata={
+            "help": "Train the same command from this many seeds (this run's and the next N-1) and report the "
+            "spread of validation/test macro-F1 in metrics.json and the card. Costs N-1 more training runs; "
+            "0 turns it off."
+        },
+    )
     class_weighting: bool = field(
         default=True, metadata={"help": "Weight the loss by inverse class frequency (balanced)."}
     )
@@ -228,7 +316,7 @@ class SaringTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-            raise ValueError(f"--mixed_precision must be auto, bf16, fp16 or no, not {self.mixed_precision!r}")
+            raise ArgumentsError(f"--mixed_precision must be auto, bf16, fp16 or no, not {self.mixed_precision!r}")
         if not (self.bf16 or self.fp16) and not self.use_cpu and torch.cuda.is_available():
             if self.mixed_precision == "auto":
                 self.bf16 = torch.cuda.is_bf16_supported()
@@ -236,6 +324,21 @@ class SaringTrainingArguments(TrainingArguments):
             else:
                 self.bf16 = self.mixed_precision == "bf16"
                 self.fp16 = self.mixed_precision == "fp16"
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.ddp_backend is None and distributed and (self.use_cpu or not torch.cuda.is_available()):
+            # torchrun without CUDA: NCCL cannot work, and with no backend named every process trained
+            # alone on all the data (Trainer's "parallel_mode != DISTRIBUTED"), then each wrote the folder.
+            self.ddp_backend = "gloo"
         if self.early_stopping_patience and self.eval_strategy == "no":
-            raise ValueError("--early_stopping_patience needs --eval_strategy epoch or steps")
+            raise ArgumentsError("--early_stopping_patience needs --eval_strategy epoch or steps")
+        if self.seed_spread < 0 or self.seed_spread == 1:
+            raise ArgumentsError(f"--seed_spread must be 0 (off) or at least 2 seeds, got {self.seed_spread}")
         super().__post_init__()
+
+    def resolve_learning_rate(self, model_args: ModelArguments) -> None:
+        """The given --learning_rate, else one that works for the base (scratch needs a larger one)."""
+        if self.learning_rate is None:
+            if model_args.is_scratch:
+                self.learning_rate = SCRATCH_LEARNING_RATES[model_args.scratch_preset]
+            else:
+                self.learning_rate = PRETRAINED_LEARNING_RATE

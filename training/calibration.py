@@ -52,6 +52,35 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def calibrate(logits: np.ndarray, labels: np.ndarray) -> dict[str, float | bool | str]:
+    """Fit T on all validation rows, and decide whether to fold it by two-fold cross-fitting.
+
+    Each half's NLL is measured at the T fitted on the other half; T is folded only when that
+    held-out NLL is lower than with no scaling (T = 1).
+    """
+    fitted = fit_temperature(logits, labels)
+    halves = [np.arange(len(labels))[i::2] for i in (0, 1)]
+    record: dict[str, float | bool | str] = {"method": "temperature", **fitted}
+    if min(len(h) for h in halves) < 2:
+        return {**record, "folded_into_head": False, "why": "too few validation rows to check it"}
+    held_out = np.empty(len(labels))
+    plain = np.empty(len(labels))
+    for fit_rows, judge_rows in ((halves[0], halves[1]), (halves[1], halves[0])):
+        t = fit_temperature(logits[fit_rows], labels[fit_rows])["temperature"]
+        rows = np.arange(len(judge_rows))
+        held_out[judge_rows] = -log_softmax(logits[judge_rows] / t, axis=1)[rows, labels[judge_rows]]
+        plain[judge_rows] = -log_softmax(logits[judge_rows], axis=1)[rows, labels[judge_rows]]
+    before, after = float(plain.mean()), float(held_out.mean())
+    folded = after < before
+    return {
+        **record,
+        "held_out_nll_before": before,
+        "held_out_nll_after": after,
+        "folded_into_head": folded,
+        "why": "lowers held-out validation NLL" if folded else "does not lower held-out validation NLL: not folded",
+    }
+
+
 def fold_temperature(model, temperature: float) -> None:
     """Divide the final classification layer's weight and bias by T: logits / T, with no extra op."""
     import torch
@@ -67,10 +96,13 @@ def fold_temperature(model, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
-def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float, cap: float = 1.0) -> Threshold:
+def reject_threshold(
+    validity: np.ndarray, is_aduan: np.ndarray, max_rate: float, cap: float = 1.0, positive: str = "aduan"
+) -> Threshold:
     """Largest t <= cap with share(validity <= t | aduan) <= max_rate: few genuine complaints rejected.
 
     `cap` is at most the accept threshold (bands never overlap) and the --max_reject_threshold ceiling.
+    `positive` names the labels that make validity, in the model's own words, for the objective.
     """
     genuine = np.sort(validity[is_aduan])
     allowed = int(np.floor(max_rate * len(genuine)))  # how many genuine complaints may fall at or below t
@@ -82,7 +114,7 @@ def reject_threshold(validity: np.ndarray, is_aduan: np.ndarray, max_rate: float
     unreachable = " (not reachable on validation data: too many at validity 0)" if rate > max_rate else ""
     return Threshold(
         value=value,
-        objective=f"at most {max_rate:.1%} of genuine complaints (aduan) rejected{unreachable}"
+        objective=f"at most {max_rate:.1%} of genuine complaints ({positive}) rejected{unreachable}"
         + (f" (capped at {cap:g})" if capped else ""),
         target=max_rate,
         achieved={

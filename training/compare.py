@@ -16,9 +16,11 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from service.model.loading import load_backend, predict
+from service.model.loading import predict
 from service.model.scoring import ACCEPT, DECISIONS, REJECT, decide, score_columns
-from training.data import load_split
+from training.arguments import BackendArguments, LabelledDataArguments
+from training.errors import UserError
+from training.evaluate import load_labelled, load_model_backend
 from training.metrics import evaluate_probabilities
 
 logger = logging.getLogger("training")
@@ -29,12 +31,6 @@ class CompareArguments:
     models: list[str] = field(metadata={"help": "Two model folders: the current one (A), then the candidate (B)."})
     data: str = field(metadata={"help": "Labelled CSV, JSONL, dataset folder or hub dataset id, scored by both."})
     output: str = field(default="runs/compare", metadata={"help": "Folder for compare.json."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
-    label_map: str | None = field(default=None, metadata={"help": "JSON raw label -> model label (inline or file)."})
-    backend: str = field(default="torch", metadata={"help": "torch or onnx: the service's backends."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
-    batch_size: int = field(default=32, metadata={"help": "Messages per forward."})
 
 
 def transitions(before: list[str], after: list[str]) -> dict[str, dict[str, int]]:
@@ -45,14 +41,13 @@ def transitions(before: list[str], after: list[str]) -> dict[str, dict[str, int]
     return matrix
 
 
-def score_folder(args: CompareArguments, folder: str) -> dict[str, Any]:
-    from training.arguments import DataArguments
-
-    backend = load_backend(folder, kind=args.backend, device=args.device)
+def score_folder(
+    args: CompareArguments, folder: str, columns: LabelledDataArguments, scoring: BackendArguments
+) -> dict[str, Any]:
+    backend = load_model_backend(folder, scoring)
     sidecar = backend.sidecar
-    mapping = DataArguments(train_file=["-"], label_map=args.label_map).parsed_label_map()
-    split = load_split("evaluation", [args.data], args.text_column, args.label_column, sidecar.labels, mapping)
-    probs, _ = predict(backend, split.texts, max_batch_size=args.batch_size)
+    split = load_labelled("evaluation", args.data, sidecar, columns)  # each folder with its own label map
+    probs, _ = predict(backend, split.texts, max_batch_size=scoring.batch_size)
     figures = evaluate_probabilities(probs, split.labels, sidecar)
     validity = score_columns(probs, sidecar.labels, sidecar.scores)["validity"]
     return {
@@ -62,19 +57,29 @@ def score_folder(args: CompareArguments, folder: str) -> dict[str, Any]:
         "decisions": decide(validity, sidecar.accept.value, sidecar.reject.value).tolist(),
         "labels": split.labels,
         "is_aduan": [label in sidecar.scores["validity"] for label in split.labels],
+        "validity_labels": sidecar.scores["validity"],
     }
 
 
-def compare(args: CompareArguments) -> dict[str, Any]:
+def compare(
+    args: CompareArguments, columns: LabelledDataArguments | None = None, scoring: BackendArguments | None = None
+) -> dict[str, Any]:
+    columns, scoring = columns or LabelledDataArguments(), scoring or BackendArguments()
     if len(args.models) != 2:
-        raise ValueError(f"--models takes two folders (current, candidate); got {len(args.models)}")
-    a, b = (score_folder(args, folder) for folder in args.models)
+        raise UserError(f"--models takes two folders (current, candidate); got {len(args.models)}")
+    a, b = (score_folder(args, folder, columns, scoring) for folder in args.models)
+    if a["labels"] != b["labels"]:
+        raise UserError(
+            f"{args.data} reads differently for the two folders (their labels or label maps differ); "
+            "compare folders trained on the same labels"
+        )
     matrix = transitions(a["decisions"], b["decisions"])
     changed = [i for i, (x, y) in enumerate(zip(a["decisions"], b["decisions"], strict=True)) if x != y]
     genuine = a["is_aduan"]
     return {
         "data": args.data,
         "n": len(a["decisions"]),
+        "validity_labels": a["validity_labels"],
         "models": {
             side: {
                 "model": s["model"],
@@ -105,7 +110,7 @@ def report(result: dict[str, Any]) -> str:
         ("accept precision", a["decision_band"]["accept_precision"], b["decision_band"]["accept_precision"], "{:.3f}"),
         ("accept recall", a["decision_band"]["accept_recall"], b["decision_band"]["accept_recall"], "{:.3f}"),
         (
-            "aduan rejected",
+            f"{'+'.join(result['validity_labels'])} rejected",
             a["decision_band"]["aduan_rejected_rate"],
             b["decision_band"]["aduan_rejected_rate"],
             "{:.2%}",
@@ -134,15 +139,16 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"changed decisions: {result['changed']} of {result['n']}",
         f"accept -> reject: {result['accept_to_reject']}    reject -> accept: {result['reject_to_accept']}",
-        f"genuine complaints newly rejected: {result['aduan_newly_rejected']}    "
+        f"{'+'.join(result['validity_labels'])} newly rejected: {result['aduan_newly_rejected']}    "
         f"newly accepted: {result['aduan_newly_accepted']}",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    (args,) = HfArgumentParser(CompareArguments).parse_args_into_dataclasses(args=argv)
-    result = compare(args)
+    parser = HfArgumentParser((CompareArguments, LabelledDataArguments, BackendArguments))
+    args, columns, scoring = parser.parse_args_into_dataclasses(args=argv)
+    result = compare(args, columns, scoring)
     print(report(result))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

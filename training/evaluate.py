@@ -10,8 +10,11 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from service.model.folder import ModelFolderError, Sidecar
 from service.model.loading import load_backend, predict
-from training.data import load_split
+from training.arguments import BackendArguments, LabelledDataArguments
+from training.data import Split, load_split
+from training.errors import UserError
 from training.metrics import evaluate_probabilities, save_plots, summary_line
 
 logger = logging.getLogger("training")
@@ -20,30 +23,25 @@ logger = logging.getLogger("training")
 @dataclass
 class EvaluateArguments:
     model: str = field(metadata={"help": "Model folder to evaluate."})
-    data: str = field(metadata={"help": "Labelled CSV, JSONL, dataset folder or hub dataset id."})
+    data: str = field(metadata={"help": "Labelled CSV, TSV, JSONL, dataset folder or hub dataset id."})
     output: str = field(default="runs/evaluate", metadata={"help": "Folder for metrics.json and the plots."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
-    label_map: str | None = field(default=None, metadata={"help": "JSON raw label -> model label (inline or file)."})
-    backend: str = field(default="torch", metadata={"help": "torch or onnx: the service's backends."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
-    batch_size: int = field(default=32, metadata={"help": "Messages per forward."})
 
 
-def evaluate_folder(args: EvaluateArguments) -> dict[str, Any]:
-    from training.arguments import DataArguments
-
-    backend = load_backend(args.model, kind=args.backend, device=args.device)
-    mapping = DataArguments(train_file=["-"], label_map=args.label_map).parsed_label_map()
-    split = load_split(
-        "evaluation",
-        [args.data],
-        args.text_column,
-        args.label_column,
-        backend.sidecar.labels,
-        mapping,
+def load_labelled(name: str, path: str, sidecar: Sidecar, columns: LabelledDataArguments) -> Split:
+    """A labelled file in the folder's labels: its recorded label map first, then --label_map on top."""
+    mapping = {**sidecar.label_map, **columns.parsed_label_map()}
+    return load_split(
+        name, [path], columns.text_column, columns.label_column, sidecar.labels, mapping, columns.encoding
     )
-    probs, truncated = predict(backend, split.texts, max_batch_size=args.batch_size, progress=True)
+
+
+def evaluate_folder(
+    args: EvaluateArguments, columns: LabelledDataArguments | None = None, scoring: BackendArguments | None = None
+) -> dict[str, Any]:
+    columns, scoring = columns or LabelledDataArguments(), scoring or BackendArguments()
+    backend = load_model_backend(args.model, scoring)
+    split = load_labelled("evaluation", args.data, backend.sidecar, columns)
+    probs, truncated = predict(backend, split.texts, max_batch_size=scoring.batch_size, progress=True)
     figures = evaluate_probabilities(probs, split.labels, backend.sidecar)
     figures["model"] = {
         "name": backend.sidecar.name,
@@ -51,6 +49,7 @@ def evaluate_folder(args: EvaluateArguments) -> dict[str, Any]:
         "folder": args.model,
     }
     figures["data"] = args.data
+    figures["scores"] = backend.sidecar.scores
     figures["truncated"] = int(sum(truncated))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,9 +58,17 @@ def evaluate_folder(args: EvaluateArguments) -> dict[str, Any]:
     return figures
 
 
-def report(figures: dict[str, Any]) -> str:
+def load_model_backend(folder: str, scoring: BackendArguments):
+    """The service's backend for a folder; a folder the service would refuse is the user's error."""
+    try:
+        return load_backend(folder, kind=scoring.backend, device=scoring.device)
+    except ModelFolderError as exc:
+        raise UserError(str(exc)) from None
+
+
+def report(figures: dict[str, Any], validity_labels: list[str]) -> str:
     lines = [
-        summary_line("evaluation", figures),
+        summary_line("evaluation", figures, validity_labels),
         "",
         f"{'label':<12} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>6}",
     ]
@@ -77,8 +84,9 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
-    figures = evaluate_folder(args)
-    print(report(figures))
+    parser = HfArgumentParser((EvaluateArguments, LabelledDataArguments, BackendArguments))
+    args, columns, scoring = parser.parse_args_into_dataclasses(args=argv)
+    figures = evaluate_folder(args, columns, scoring)
+    print(report(figures, figures["scores"]["validity"]))
     print(f"\nwrote {Path(args.output) / 'metrics.json'}")
     return 0

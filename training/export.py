@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from service.model.folder import SIDECAR_NAME, WEIGHTS_NAME, Sidecar, read_sidecar, sha256_file
+from service.model.folder import SIDECAR_NAME, WEIGHTS_NAME, ModelFolderError, Sidecar, read_sidecar, sha256_file
 from service.model.loading import predict
 from service.model.onnx_backend import ONNX_FILES, OnnxBackend
+from training.arguments import LabelledDataArguments
+from training.errors import UserError
 
 logger = logging.getLogger("training")
 
@@ -63,9 +65,6 @@ class ExportArguments:
     max_f1_drop: float = field(
         default=MAX_F1_DROP, metadata={"help": "Largest macro-F1 drop (0.01 = 1 point) at which int8 is accepted."}
     )
-    text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
-    label_map: str | None = field(default=None, metadata={"help": "JSON raw label -> model label (inline or file)."})
     opset: int = field(default=OPSET, metadata={"help": "ONNX opset of the export."})
     batch_size: int = field(default=32, metadata={"help": "Messages per forward in the checks."})
 
@@ -166,23 +165,25 @@ def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run_export(args: ExportArguments) -> int:
+def run_export(args: ExportArguments, columns: LabelledDataArguments | None = None) -> int:
     from service.model.torch_backend import TorchBackend
     from training.metrics import classification_figures
 
+    columns = columns or LabelledDataArguments()
     folder = Path(args.model)
     if args.int8 and not args.data:
         print("--int8 needs --data FILE: the int8 model is only kept if its macro-F1 on labelled data holds up")
         return 2
-    sidecar = read_sidecar(folder)
+    try:
+        sidecar = read_sidecar(folder)
+    except ModelFolderError as exc:
+        raise UserError(str(exc)) from None
     torch_backend = TorchBackend(folder, device="cpu", verify_weights=False)
     texts, y_true = list(SAMPLE_TEXTS), None
     if args.data:
-        from training.arguments import DataArguments
-        from training.data import load_split
+        from training.evaluate import load_labelled
 
-        mapping = DataArguments(train_file=["-"], label_map=args.label_map).parsed_label_map()
-        split = load_split("check", [args.data], args.text_column, args.label_column, sidecar.labels, mapping)
+        split = load_labelled("check", args.data, sidecar, columns)
         index = {label: i for i, label in enumerate(sidecar.labels)}
         y_true = np.array([index[label] for label in split.labels])
         texts = split.texts + texts
@@ -270,8 +271,8 @@ def main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
-    return run_export(args)
+    args, columns = HfArgumentParser((ExportArguments, LabelledDataArguments)).parse_args_into_dataclasses(args=argv)
+    return run_export(args, columns)
 
 
 if __name__ == "__main__":

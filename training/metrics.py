@@ -120,7 +120,7 @@ def save_plots(
     validity, spam = columns["validity"], columns["spam"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name, score, members in (
-        ("validity (aduan)", validity, sidecar.scores["validity"]),
+        ("validity (" + "+".join(sidecar.scores["validity"]) + ")", validity, sidecar.scores["validity"]),
         ("spam (" + "+".join(sidecar.scores["spam"]) + ")", spam, sidecar.scores["spam"]),
     ):
         positive = np.isin(y_true, [label_ids[m] for m in members])
@@ -143,10 +143,12 @@ def save_plots(
     return [cm_path, pr_path]
 
 
-def summary_line(name: str, figures: dict[str, Any]) -> str:
+def summary_line(name: str, figures: dict[str, Any], validity_labels: Sequence[str]) -> str:
+    """One log line per evaluated set; the reject-band share is named with the model's validity labels."""
     band = figures["decision_band"]
     return (
         f"{name:<12} n={figures['n']:<6} macro-F1={figures['macro_f1']:.3f}  "
-        f"accept precision={band['accept_precision']:.3f}  aduan rejected={band['aduan_rejected_rate']:.3%}  "
+        f"accept precision={band['accept_precision']:.3f}  "
+        f"{'+'.join(validity_labels)} rejected={band['aduan_rejected_rate']:.3%}  "
         f"review={band['review_rate']:.1%}"
     )

@@ -1,121 +1,177 @@
-"""The model card (README.md) of a model folder, generated from the run's own figures."""
+"""The model card (README.md) of a model folder: a typed record rendered through a template file.
+
+As setfit does: the figures are gathered into a dataclass (`ModelCardRecord`), and
+`model_card_template.md` (Jinja, through huggingface_hub's ModelCard) lays them out, so the card's
+wording changes in the template and its content in one function.
+"""
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
 
 from service.model.folder import Sidecar
 from service.model.scoring import THRESHOLDS
 
-
-def _baseline_table(metrics: dict[str, Any]) -> str:
-    if "baseline" not in metrics:
-        return ""
-    names = list(metrics["baseline"])
-    rows = [
-        "\n## Against the TF-IDF + logistic regression baseline",
-        "Same training split, same figures (macro-F1 over the labels each set contains).\n",
-        "| model | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-        "| this model | " + " | ".join(f"{metrics[n]['macro_f1']:.3f}" for n in names) + " |",
-        "| TF-IDF + LR | " + " | ".join(f"{metrics['baseline'][n]['macro_f1']:.3f}" for n in names) + " |",
-    ]
-    return "\n".join(rows) + "\n"
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
 
 
-def _figures_table(metrics: dict[str, Any], labels: list[str]) -> str:
-    splits = metrics.get("evaluated") or [name for name in ("validation", "test") if name in metrics]
-    rows = ["| figure | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    rows.append("| macro-F1 | " + " | ".join(f"{metrics[s]['macro_f1']:.3f}" for s in splits) + " |")
+@dataclass
+class ModelCardRecord:
+    name: str
+    version: str
+    folder: str  # the path the user gave (--output_dir), for the card's commands
+    base_model: str
+    max_length: int
+    labels: list[str]
+    validity_labels: list[str]
+    spam_labels: list[str]
+    label_map: dict[str, str]
+    fingerprint: str
+    rows: dict[str, int]
+    sources: dict[str, str]
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    seed: int
+    class_weighting: bool
+    libraries: dict[str, str]
+    sets: list[str]
+    figure_rows: list[list[str]]
+    rejected_name: str
+    threshold_rows: list[list[str]]
+    calibration_text: str
+    baseline_sets: list[str] = field(default_factory=list)
+    baseline_rows: list[list[str]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    seed_count: int = 0
+    seed_spread_rows: list[list[str]] = field(default_factory=list)
+
+
+def _in_own_words(key: str, validity_labels: list[str]) -> str:
+    """A metrics key such as `aduan_rejected_rate` as the card shows it: with the model's validity labels."""
+    return key.replace("aduan", "+".join(validity_labels))
+
+
+def rejected_name(validity_labels: list[str]) -> str:
+    """How cards and logs name the reject-band share of genuine messages, in the model's own labels."""
+    return f"{'+'.join(validity_labels)} rejected"
+
+
+def _figure_rows(metrics: dict[str, Any], sets: list[str], labels: list[str], rejected: str) -> list[list[str]]:
+    rows = [["macro-F1", *(f"{metrics[s]['macro_f1']:.3f}" for s in sets)]]
     for label in labels:
         rows.append(
-            f"| F1 `{label}` | "
-            + " | ".join(
-                f"{metrics[s]['per_class'][label]['f1']:.3f}" if metrics[s]["per_class"][label]["support"] else "-"
-                for s in splits
-            )
-            + " |"
+            [
+                f"F1 `{label}`",
+                *(
+                    f"{metrics[s]['per_class'][label]['f1']:.3f}" if metrics[s]["per_class"][label]["support"] else "-"
+                    for s in sets
+                ),
+            ]
         )
-    for key, fmt in (
-        ("accept_precision", "{:.3f}"),
-        ("aduan_rejected_rate", "{:.2%}"),
-        ("review_rate", "{:.1%}"),
+    for title, key, fmt in (
+        ("accept precision", "accept_precision", "{:.3f}"),
+        (rejected, "aduan_rejected_rate", "{:.2%}"),
+        ("review rate", "review_rate", "{:.1%}"),
     ):
-        rows.append(f"| {key} | " + " | ".join(fmt.format(metrics[s]["decision_band"][key]) for s in splits) + " |")
-    rows.append("| rows | " + " | ".join(str(metrics[s]["n"]) for s in splits) + " |")
-    return "\n".join(rows)
+        rows.append([title, *(fmt.format(metrics[s]["decision_band"][key]) for s in sets)])
+    rows.append(["rows", *(str(metrics[s]["n"]) for s in sets)])
+    return rows
 
 
-def write_model_card(folder: Path, sidecar: Sidecar, metrics: dict[str, Any], training_args: Any) -> None:
-    thresholds = "\n".join(
-        f"| {name} | {getattr(sidecar, name).value:.4f} | {getattr(sidecar, name).objective} | "
-        + ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in getattr(sidecar, name).achieved.items()
+def _calibration_text(sidecar: Sidecar) -> str:
+    c = sidecar.calibration
+    if c.get("method") != "temperature":
+        return "No temperature scaling."
+    held_out = (
+        f"held-out NLL {c['held_out_nll_before']:.3f} -> {c['held_out_nll_after']:.3f}"
+        if "held_out_nll_after" in c
+        else "too few rows to check on held-out halves"
+    )
+    if c.get("folded_into_head"):
+        return (
+            f"Temperature scaling, T = {c['temperature']:.3f}, fitted on validation data and folded into the "
+            f"classification head ({held_out}; ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})."
         )
-        + " |"
-        for name in THRESHOLDS
+    return (
+        f"A temperature (T = {c['temperature']:.3f}) was fitted on validation data but not folded into the head: "
+        f"it did not lower the NLL of validation rows it was not fitted on ({held_out})."
     )
+
+
+def _seed_spread_rows(spread: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, values in spread.get("macro_f1", {}).items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append([name, *(f"{v:.3f}" for v in (statistics.fmean(values), std, min(values), max(values)))])
+    return rows
+
+
+def card_record(sidecar: Sidecar, metrics: dict[str, Any], training_args: Any, folder: str) -> ModelCardRecord:
+    """Everything the card shows, from the sidecar, metrics.json and the run's arguments."""
+    sets = metrics.get("evaluated") or [name for name in ("validation", "test") if name in metrics]
+    rejected = rejected_name(sidecar.scores["validity"])
+    thresholds = []
+    for name in THRESHOLDS:
+        threshold = getattr(sidecar, name)
+        figures = ((_in_own_words(k, sidecar.scores["validity"]), v) for k, v in threshold.achieved.items())
+        achieved = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures)
+        thresholds.append([name, f"{threshold.value:.4f}", threshold.objective, achieved])
     data = sidecar.training_data
-    calibration = sidecar.calibration
-    calib_text = (
-        f"Temperature scaling, T = {sidecar.temperature:.3f}, fitted on validation data and folded into the "
-        f"classification head (validation NLL {calibration.get('nll_before', 0):.3f} -> "
-        f"{calibration.get('nll_after', 0):.3f}, ECE {calibration.get('ece_before', 0):.3f} -> "
-        f"{calibration.get('ece_after', 0):.3f})."
-        if calibration.get("method") == "temperature"
-        else "No temperature scaling."
+    spread = metrics.get("seed_spread", {})
+    baseline = metrics.get("baseline", {})
+    return ModelCardRecord(
+        name=sidecar.name,
+        version=sidecar.version,
+        folder=folder,
+        base_model=sidecar.base_model,
+        max_length=sidecar.max_length,
+        labels=list(sidecar.labels),
+        validity_labels=list(sidecar.scores["validity"]),
+        spam_labels=list(sidecar.scores["spam"]),
+        label_map=dict(sidecar.label_map),
+        fingerprint=data.get("fingerprint", ""),
+        rows=data.get("rows", {}),
+        sources=data.get("sources", {}),
+        epochs=training_args.num_train_epochs,
+        learning_rate=training_args.learning_rate,
+        batch_size=training_args.per_device_train_batch_size,
+        seed=training_args.seed,
+        class_weighting=bool(getattr(training_args, "class_weighting", False)),
+        libraries=dict(sidecar.libraries),
+        sets=sets,
+        figure_rows=_figure_rows(metrics, sets, sidecar.labels, rejected),
+        rejected_name=rejected,
+        threshold_rows=thresholds,
+        calibration_text=_calibration_text(sidecar),
+        baseline_sets=list(baseline),
+        baseline_rows=[
+            ["this model", *(f"{metrics[n]['macro_f1']:.3f}" for n in baseline)],
+            ["TF-IDF + LR", *(f"{baseline[n]['macro_f1']:.3f}" for n in baseline)],
+        ]
+        if baseline
+        else [],
+        seeds=list(spread.get("seeds", [])),
+        seed_count=len(spread.get("seeds", [])),
+        seed_spread_rows=_seed_spread_rows(spread),
     )
-    card = f"""---
-language: id
-library_name: transformers
-pipeline_tag: text-classification
-tags: [saring, complaint-moderation, indonesian]
-base_model: {sidecar.base_model}
----
 
-# {sidecar.name} ({sidecar.version})
 
-A saring message classifier for Indonesian public complaint channels. It sorts each incoming message
-into {", ".join(f"`{x}`" for x in sidecar.labels)} and gives two scores:
-`validity` = P({" + ".join(sidecar.scores["validity"])}) and `spam` = P({" + ".join(sidecar.scores["spam"])}).
+def render_model_card(record: ModelCardRecord) -> str:
+    card_data = ModelCardData(
+        language="id",
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["saring", "complaint-moderation"],
+        base_model=record.base_model,
+    )
+    return str(ModelCard.from_template(card_data, template_path=str(TEMPLATE), **asdict(record)))
 
-## Intended use
-Triage for a complaint desk: `accept` opens a case, `review` goes to a person, `reject` is not a
-complaint. Not for deciding on its own that a citizen's report is false: text cannot prove that.
 
-## Training
-- Base model: `{sidecar.base_model}`; max length {sidecar.max_length} tokens.
-- Data fingerprint `{data.get("fingerprint", "")}`; rows {data.get("rows", {})}.
-- Sources: {data.get("sources", {})}.
-- Epochs {training_args.num_train_epochs}, learning rate {training_args.learning_rate},
-  batch {training_args.per_device_train_batch_size}, seed {training_args.seed},
-  class weighting {getattr(training_args, "class_weighting", False)}.
-
-## Figures
-{_figures_table(metrics, sidecar.labels)}
-
-`aduan_rejected_rate` is the share of genuine complaints that land in the reject band; "-" marks a
-class the set does not contain.
-{_baseline_table(metrics)}
-## Decision band
-| threshold | value | chosen for | validation figures at that value |
-|---|---|---|---|
-{thresholds}
-
-{calib_text}
-
-## Limits
-- Figures above are measured on the validation and test files named here; messages unlike them
-  (other channels, registers, topics) will score worse. Re-measure on your own traffic with
-  `python -m training evaluate` before trusting the thresholds.
-- Text alone cannot prove a report false: a serious-looking false report is scored as `aduan`.
-
-## Use
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="models/{sidecar.name}", top_k=None)
-clf("jalan di desa kami rusak parah mohon diperbaiki")
-```
-"""
-    (folder / "README.md").write_text(card, encoding="utf-8")
+def write_model_card(folder: Path, record: ModelCardRecord) -> None:
+    (folder / "README.md").write_text(render_model_card(record) + "\n", encoding="utf-8")

