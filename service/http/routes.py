@@ -114,14 +114,16 @@ def flood_scope(request: Request, state: AppState) -> str:
 async def feedback(body: FeedbackRequest, request: Request, response: Response, state: State) -> FeedbackReceipt:
     """Record the desk's true category for a scored message. 201: stored on disk; 200: already stored."""
     sidecar = state.infer.backend.sidecar
-    if body.label not in sidecar.labels:
-        raise InvalidInput(
-            f"label {body.label!r} is not a label of the served model; allowed: {', '.join(sidecar.labels)}"
-        )
+    # The desk's own labels are accepted through the label map the model was trained with, and stored
+    # as the model's label, so exported feedback trains together with the desk's files.
+    label = sidecar.model_label(body.label)
+    if label is None:
+        allowed = [*sidecar.labels, *(raw for raw in sidecar.label_map if raw not in sidecar.labels)]
+        raise InvalidInput(f"label {body.label!r} is not a label of the served model; allowed: {', '.join(allowed)}")
     check_text_length(body.text, state.settings.max_chars_per_message, "text")
     row, created = await state.feedback.record(
         message_id=body.id,
-        label=body.label,
+        label=label,
         text=body.text,
         note=body.note,
         moderator_id=body.moderator_id,
@@ -129,7 +131,7 @@ async def feedback(body: FeedbackRequest, request: Request, response: Response, 
         model_version=sidecar.version,
     )
     response.status_code = 201 if created else 200
-    request.scope["state"]["log_fields"] = {"feedback_label": body.label, "created": created}  # never the text
+    request.scope["state"]["log_fields"] = {"feedback_label": label, "created": created}  # never the text
     return FeedbackReceipt(
         id=row.message_id,
         label=row.label,
