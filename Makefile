@@ -23,7 +23,10 @@ setup: $(VENV)/.installed
 
 # The default model: seed data -> augmented training file + written validation file -> fine-tune.
 # The public data sets are used only to measure (model card), and only when they are present.
-$(MODEL)/saring.json: data/seed/train.jsonl data/seed/test.jsonl | $(VENV)/.installed
+# Rebuilt when the seed data, the config or the training code changes (the folder records what built it).
+MODEL_INPUTS := data/seed/train.jsonl data/seed/test.jsonl configs/default.json \
+	$(wildcard training/*.py) training/model_card_template.md
+$(MODEL)/saring.json: $(MODEL_INPUTS) | $(VENV)/.installed
 	$(BIN)/python -m training augment --input data/seed/train.jsonl --output build/seed/train_aug.jsonl \
 		--validation_output build/seed/validation.jsonl --per_message 1 --seed $(SEED)
 	@if [ -d "$(DATASETS)" ]; then $(BIN)/python -m training real-eval-set --datasets $(DATASETS) \
