@@ -18,10 +18,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
-RUN pip install ".[onnx]"
+# redis and postgres: the scale-out extras (SARING_FLOOD_REDIS_URL, SARING_FEEDBACK_DB_URL with PostgreSQL).
+RUN pip install ".[onnx,redis,postgres]"
 
 FROM build AS build-train
-RUN pip install ".[onnx,train]"
+RUN pip install ".[onnx,redis,postgres,train]"
 
 FROM python:${PYTHON_VERSION}-slim AS api
 RUN useradd --system --uid 10001 --home-dir /app saring \
