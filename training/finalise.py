@@ -64,8 +64,9 @@ class Run:
     training_args: SaringTrainingArguments
     final_dir: Path
     shown_dir: str  # --output_dir as the user wrote it (the card's commands use it)
-    # --seed_spread: trains the same command from more seeds; {"seeds": [...], "macro_f1": {set: [...]}}
-    measure_seed_spread: Callable[[], dict[str, Any]] | None = None
+    # --seed_spread: given this run's metrics, trains the same command from more seeds and returns
+    # {"seeds": [...], "macro_f1": {set: [...]}}, this run first.
+    measure_seed_spread: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -268,7 +269,7 @@ def finalise(run: Run) -> Path:
         metrics = evaluate_sets(run, staging, sidecar)
         check_sanity(run, metrics, sidecar)
         if run.measure_seed_spread is not None:  # after the gate: no point in re-training a useless run
-            metrics["seed_spread"] = run.measure_seed_spread()
+            metrics["seed_spread"] = run.measure_seed_spread(metrics)
         add_baseline(run, metrics)
         write_reports(run, staging, sidecar, metrics)
         seal(staging, sidecar, weights_sha)

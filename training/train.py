@@ -296,24 +296,27 @@ def seed_spread(
     splits: dict[str, Split],
     work_dir: Path,
 ):
-    """A callable that trains the same command from --seed_spread seeds and returns macro-F1 per seed and set."""
+    """A callable that trains the same command from the next --seed_spread - 1 seeds.
 
-    def measure() -> dict[str, Any]:
+    It returns macro-F1 per seed and set, this run's first (argmax of the best checkpoint, as in
+    metrics.json: the folded temperature does not move an argmax).
+    """
+
+    def measure(metrics: dict[str, Any]) -> dict[str, Any]:
         seeds = [training_args.seed + i for i in range(training_args.seed_spread)]
         sets = [s for s in (splits["validation"], splits.get("test")) if s is not None]
-        figures: dict[str, list[float]] = {s.name: [] for s in sets}
-        for seed in seeds:
+        figures = {s.name: [metrics[s.name]["macro_f1"]] for s in sets}
+        index = {label: i for i, label in enumerate(data_args.labels)}
+        for seed in seeds[1:]:
             args = dataclasses.replace(
                 training_args, seed=seed, output_dir=str(work_dir / f"seed-{seed}"), report_to="none"
             )
-            set_seed(seed)
             tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, args)
             trainer = build_trainer(model, tokenizer, splits, data_args, args)
             trainer.train()
             for split in sets:
                 dataset = to_dataset(split, tokenizer, data_args.labels, data_args.max_length)
                 predicted = trainer.predict(dataset).predictions.argmax(axis=1)
-                index = {label: i for i, label in enumerate(data_args.labels)}
                 truth = np.array([index[y] for y in split.labels])
                 figures[split.name].append(classification_figures(truth, predicted, data_args.labels)["macro_f1"])
             logger.info("seed %d: %s", seed, {name: round(values[-1], 4) for name, values in figures.items()})
