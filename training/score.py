@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from service.settings import default_of
+from training.arguments import BackendArguments
 from training.score_batch import BacklogScorer, output_columns, text_problem
 from training.score_input import BacklogInputError, InputRow, check_columns, count_rows, expand_inputs, iter_rows
 from training.score_output import PartialOutput, ResumeError, ordered, output_format
@@ -32,28 +33,25 @@ MAX_REPORTED = 100  # bad rows listed one by one; the rest are counted
 
 
 @dataclass
-class ScoreArguments:
-    model: str = field(metadata={"help": "Model folder to score with (the service's folder format)."})
+class ScoreArguments(BackendArguments):  # --backend, --device, --batch_size: shared with evaluate and compare
+    # Required, but given defaults because the shared fields before them have defaults (checked below).
+    model: str = field(default="", metadata={"help": "Model folder to score with (the service's folder format)."})
     data: list[str] = field(
-        metadata={"help": "Backlog files: CSV, TSV, JSONL or Parquet; several files or glob patterns ('dump/*.csv')."}
+        default_factory=list,
+        metadata={"help": "Backlog files: CSV, TSV, JSONL or Parquet; several files or glob patterns ('dump/*.csv')."},
     )
     output: str = field(
-        metadata={
-            "help": "Where to write: .jsonl, .csv or .parquet names the format. The local engine writes one file; "
-            "the Ray engine writes a folder of such files."
-        }
+        default="",
+        metadata={"help": "Where to write one file: its extension (.jsonl, .csv or .parquet) names the format."},
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the message text."})
     id_column: str | None = field(
         default=None, metadata={"help": "Column holding each message's id; without it, the row number (from 0)."}
     )
     engine: str = field(default="local", metadata={"help": "local (one process, resumable) or ray (Ray Data)."})
-    batch_size: int = field(default=default_of("max_batch_size"), metadata={"help": "Most messages per forward."})
     max_batch_tokens: int = field(
         default=default_of("max_batch_tokens"), metadata={"help": "Most padded tokens per forward."}
     )
-    backend: str = field(default="torch", metadata={"help": "torch or onnx: the service's backends."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     num_threads: int | None = field(default=None, metadata={"help": "Torch/ONNX threads per model (default: all)."})
     floods: bool = field(
         default=False,
@@ -81,6 +79,9 @@ class ScoreArguments:
     )
 
     def __post_init__(self) -> None:
+        missing = [name for name in ("model", "data", "output") if not getattr(self, name)]
+        if missing:
+            raise ValueError("--" + ", --".join(missing) + " required")
         if isinstance(self.data, str):
             self.data = [self.data]
         if self.engine not in ("local", "ray"):
