@@ -63,6 +63,10 @@ def main() -> None:
         access_log=False,  # saring logs its own JSON line per request, without client addresses
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        # Bounds on what slow or idle clients can hold; header and body timeouts belong to the reverse
+        # proxy in front (README: limits and security), the body timeout is also enforced in RequestGuard.
+        limit_concurrency=settings.limit_concurrency,
+        backlog=settings.backlog,
     )
     server = DrainingServer(config, app.state.saring.begin_drain, settings.drain_s)
     server.run()

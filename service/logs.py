@@ -7,19 +7,32 @@ import json
 import logging
 import re
 import sys
+import unicodedata
 from datetime import UTC, datetime
 
-# NIK (Indonesian ID number): 16 digits, sometimes grouped with spaces, dots or dashes (" - " too).
-NIK = re.compile(r"(?<!\d)(?:\d\s?[.\-\u2010-\u2015]?\s?){15}\d(?!\d)")
+# NIK (Indonesian ID number): 16 digits, sometimes grouped with spaces, dots or dashes (" - " too), or
+# with a lone underscore or slash ("3273/0125/..."; " / " between two numbers separates them).
+NIK = re.compile(r"(?<!\d)(?:\d(?:\s?[.\-\u2010-\u2015]?\s?|[_/])){15}\d(?!\d)")
 # Phone numbers: +62 / 62 / 0 followed by 8-13 more digits, with optional separators; also when glued
 # to a word ("wa081234567890", "telp.0812..."), only not inside a longer run of digits. Separators as
-# people type them: spaces, dots, dashes of any kind, parentheses ("(0812) 3456-7890", "(+62) 812 ...").
-_SEP = r"[\s.\-\u2010-\u2015\u2212()]{0,3}"
+# people type them: spaces, dots, dashes of any kind, parentheses ("(0812) 3456-7890", "(+62) 812 ..."),
+# and a lone underscore or slash used to slip a number past filters ("0812_3456_7890").
+_SEP = r"(?:[\s.\-\u2010-\u2015\u2212()]{0,3}|[_/])"
 PHONE = re.compile(rf"(?<![\d+])\(?(?:\+62|62|0){_SEP}8(?:{_SEP}\d){{7,11}}(?!\d)")
+# Invisible format characters (zero-width space/joiners, word joiner, soft hyphen, direction marks, BOM,
+# tags): "0812\u200b3456\u200b7890" shows as a plain number but splits it for a pattern.
+_INVISIBLE = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\U000e0000-\U000e007f]"
+)
 
 
 def mask_pii(text: str) -> str:
-    """Replace NIK-like numbers and phone numbers; used only when text logging is switched on."""
+    """Replace NIK-like numbers and phone numbers; used only when text logging is switched on.
+
+    The text is normalised first (NFKC: fullwidth and styled digits become 0-9; invisible characters
+    dropped), so the logged text is the normalised one and a styled number is masked like a plain one.
+    """
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
     return PHONE.sub("[PHONE]", NIK.sub("[NIK]", text))
 
 

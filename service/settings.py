@@ -69,6 +69,21 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Characters in one message; longer ones are refused (422) before tokenising."
     )
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body not fully received this long after its headers gets 408 and the connection is "
+        "closed: a slow or silent client cannot hold a connection. Header timeouts belong to the reverse proxy.",
+    )
+    limit_concurrency: int | None = Field(
+        1000,
+        ge=1,
+        description="Open connections plus requests in progress above which uvicorn answers 503 at once (uvicorn's "
+        "--limit-concurrency). Empty: no limit.",
+    )
+    backlog: int = Field(
+        2048, ge=1, description="Connections the kernel queues before they are accepted (uvicorn's --backlog)."
+    )
 
     # Feedback, flood detection and explanations
     feedback_db_url: str | None = Field(
@@ -122,6 +137,12 @@ class Settings(BaseSettings):
     explain_max_inflight: int = Field(
         2, ge=1, description="Explained requests running at once; more get 429 with Retry-After."
     )
+    explain_batch_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Most padded tokens in one explanation batch. Explanation batches run only while no message "
+        "waits to be scored, so a plain score waits behind at most one of them: smaller keeps scoring fast.",
+    )
 
     # Security and logs
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -130,6 +151,11 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (e.g. a Docker secret), added to SARING_API_KEYS."
+    )
+    protect_docs_and_metrics: bool = Field(
+        False,
+        description="With API keys set, also require the key on /metrics, /docs, /redoc and /openapi.json (open by "
+        "default, for Prometheus and the interactive docs).",
     )
     log_texts: bool = Field(
         False, description="Log message texts (NIK-like numbers and phone numbers masked). Off by default."

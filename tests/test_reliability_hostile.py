@@ -50,13 +50,13 @@ REFUSED = [
     pytest.param(messages("\u3164\u115f\u1160"), 422, "empty", id="hangul-fillers-only"),
     pytest.param(messages("\u202e\u202d\u200f\u061c"), 422, "empty", id="direction-marks-only"),
     pytest.param(messages("\U000e0041\U000e0042"), 422, "empty", id="tag-characters-only"),
-    pytest.param(b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "", id="deeply-nested-arrays"),
-    pytest.param(b'{"messages": [{"text": "a", "id": ' + b"9" * 5000 + b"}]}", 400, "", id="5000-digit-number"),
+    pytest.param(b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 422, "nests", id="deeply-nested-arrays"),
+    pytest.param(b'{"messages": [{"text": "a", "id": ' + b"9" * 5000 + b"}]}", 422, "digits", id="5000-digit-number"),
     pytest.param(b'{"messages": [{"text": "a", "id": NaN}]}', 422, "id", id="nan"),
     pytest.param(b'{"messages": [{"text": Infinity}]}', 422, "text", id="infinity"),
-    pytest.param(b'{"messages": [{"text": "\xc0\xaf"}]}', 400, "", id="overlong-utf8"),
-    pytest.param(b'{"messages": [{"text": "\xe2\x82"}]}', 400, "", id="truncated-utf8"),
-    pytest.param(b'{"messages": [{"text": "caf\xe9"}]}', 400, "", id="latin-1-bytes"),
+    pytest.param(b'{"messages": [{"text": "\xc0\xaf"}]}', 422, "UTF-8", id="overlong-utf8"),
+    pytest.param(b'{"messages": [{"text": "\xe2\x82"}]}', 422, "UTF-8", id="truncated-utf8"),
+    pytest.param(b'{"messages": [{"text": "caf\xe9"}]}', 422, "UTF-8", id="latin-1-bytes"),
     pytest.param(b"\x00" * 1000, 422, "json", id="binary-zeros"),
     pytest.param(b"true", 422, "body", id="body-true"),
     pytest.param(b'"jalan rusak"', 422, "body", id="body-string"),
@@ -72,8 +72,9 @@ def test_hostile_bodies_get_a_clear_4xx(client: TestClient, body: bytes, status:
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
-def test_json_sent_as_another_type_is_422(client: TestClient, content_type: str) -> None:
-    assert_error_shape(post(client, messages(ADUAN), content_type), 422)
+def test_json_sent_as_another_type_is_415(client: TestClient, content_type: str) -> None:
+    error = assert_error_shape(post(client, messages(ADUAN), content_type), 415)
+    assert error["type"] == "unsupported_media_type" and "application/json" in error["message"]
 
 
 def test_a_hundred_thousand_tiny_messages_are_refused_before_validating_each(client: TestClient) -> None:

@@ -71,8 +71,9 @@ def test_message_text_is_not_logged_by_default(client: TestClient, caplog: pytes
 def test_refusals_get_one_line_each_with_their_status(client: TestClient) -> None:
     with json_log_lines() as lines:
         client.get("/nope", headers={"X-Request-ID": "r-404"})
-        client.post("/v1/score", content=b"x" * 5000, headers={"X-Request-ID": "r-413"})
-        client.post("/v1/score", content=b"{", headers={"X-Request-ID": "r-422"})
+        json_type = {"content-type": "application/json"}
+        client.post("/v1/score", content=b"x" * 5000, headers={"X-Request-ID": "r-413", **json_type})
+        client.post("/v1/score", content=b"{", headers={"X-Request-ID": "r-422", **json_type})
         client.get("/healthz", headers={"X-Request-ID": "r-200"})
     got = [(line["request_id"], line["status"]) for line in access_lines(lines)]
     assert got == [("r-404", 404), ("r-413", 413), ("r-422", 422), ("r-200", 200)]

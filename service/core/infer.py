@@ -5,7 +5,8 @@ permit, immediate 429), is tokenised, and its messages join one FIFO queue, each
 future. A single batching task forms batches bounded by count and padded tokens and runs them
 one at a time on a single model thread, so forwards never overlap on the same weights. A failed
 forward fails only the messages of its batch. Every item remembers the backend that tokenised it,
-so a model swapped in mid-flight never receives the old tokenizer's ids.
+so a model swapped in mid-flight never receives the old tokenizer's ids. Explanation batches share
+the model thread at a lower priority (`run_when_idle`): they run only while no message waits.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from service.errors import ModelFailed, NotReady, Overloaded, TimedOut
 from service.metrics import ServiceMetrics
 from service.model.backend import Backend
 from service.model.batching import padded_tokens
+from service.model.check import output_problem
 from service.settings import default_of
 
 logger = logging.getLogger("saring.infer")
@@ -74,6 +77,8 @@ class Infer:
         # Messages admitted but still being tokenised: they count against max_queued_messages at once,
         # or every admitted call could pass the check during its tokenising await and overfill the queue.
         self._reserved = 0
+        # Low-priority work for the model thread (explanation batches): run only when no message waits.
+        self._background: collections.deque[tuple[Callable[..., Any], tuple, asyncio.Future]] = collections.deque()
         self._wakeup = asyncio.Event()
         # One thread runs every forward: the model is never entered twice at once.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saring-model")
@@ -92,10 +97,11 @@ class Infer:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(NotReady("server is shutting down", retry_after=1))
+        for future in [item.future for item in self._queue] + [job[2] for job in self._background]:
+            if not future.done():
+                future.set_exception(NotReady("server is shutting down", retry_after=1))
         self._queue.clear()
+        self._background.clear()
         self._model_thread.shutdown(wait=True)
 
     def swap_backend(self, backend: Backend) -> Backend:
@@ -104,8 +110,20 @@ class Infer:
         return old
 
     async def run_on_model_thread(self, fn, *args):
-        """Run work that touches the weights (warm-up, explanations) between batches, never during one."""
+        """Run work that touches the weights (warm-up, the check batch) between batches, never during one."""
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
+
+    async def run_when_idle(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the model thread once no message is waiting to be scored.
+
+        For work that may wait (explanation batches): a scored message waits behind at most one such
+        job, however many are queued. Cancelling the caller (its request timed out) drops a job not
+        yet started.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._background.append((fn, args, future))
+        self._wakeup.set()
+        return await future
 
     # -- requests --------------------------------------------------------------------------
     def retry_after(self) -> float:
@@ -197,17 +215,37 @@ class Infer:
             self._queue = collections.deque(item for item in self._queue if id(item) not in taken)
         return batch
 
+    async def _run_job(self, fn: Callable[..., Any], args: tuple, future: asyncio.Future) -> None:
+        if future.done():  # its caller gave up (timeout) before it started
+            return
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[_Item], error: ModelFailed) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._queue and not self._background:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.max_wait_s and len(self._queue) < self.max_batch_size:
+            if self._queue and self.max_wait_s and len(self._queue) < self.max_batch_size:
                 await asyncio.sleep(self.max_wait_s)  # let concurrent requests join this batch
             batch = self._next_batch()
             self.metrics.queue_depth.set(len(self._queue))
             if not batch:
+                if self._background:  # nothing to score: one low-priority job, then look again
+                    await self._run_job(*self._background.popleft())
                 continue
             backend = batch[0].backend
             started = time.perf_counter()
@@ -215,10 +253,13 @@ class Infer:
                 probs = await loop.run_in_executor(self._model_thread, backend.forward, [it.ids for it in batch])
             except Exception as exc:  # the model failed: only this batch's messages fail
                 logger.exception("forward failed for a batch of %d", len(batch))
-                error = ModelFailed(f"model error: {type(exc).__name__}")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
+                self._fail(batch, ModelFailed(f"model error: {type(exc).__name__}"))
+                continue
+            # NaN or infinity (broken weights, an fp16 overflow) would reach callers as a null score.
+            problem = output_problem(probs, rows=len(batch))
+            if problem:
+                logger.error("model output refused for a batch of %d: %s", len(batch), problem)
+                self._fail(batch, ModelFailed(f"model error: its output is not a probability distribution ({problem})"))
                 continue
             elapsed = time.perf_counter() - started
             self._seconds_per_message = 0.8 * self._seconds_per_message + 0.2 * elapsed / len(batch)

@@ -18,6 +18,7 @@ from service.features.flood import FloodDetector
 from service.features.flood_redis import RedisFloodDetector
 from service.metrics import ServiceMetrics
 from service.model.backend import Backend
+from service.model.check import check_model
 from service.model.scoring import THRESHOLDS
 from service.settings import Settings
 
@@ -70,6 +71,11 @@ class AppState:
             request_timeout_s=s.request_timeout_s,
         )
         self.infer.start()
+        try:  # a model answering NaN never starts serving
+            await self.infer.run_on_model_thread(check_model, backend)
+        except Exception:
+            await self.infer.stop()
+            raise
         if s.warmup:
             await self._warm_up(backend)
         self._served(backend, Path(s.model_dir))
@@ -101,7 +107,7 @@ class AppState:
         async with self._reload_lock:
             try:
                 backend = await asyncio.to_thread(self.backend_factory, target)
-                await self._warm_up(backend)
+                await self.infer.run_on_model_thread(check_model, backend)  # also warms it up
             except Exception as exc:  # whatever a broken folder raises, it is refused, never a 500
                 # The reason quotes the folder: escape what UTF-8 cannot carry, or every /v1/model would fail.
                 reason = (str(exc) or type(exc).__name__).encode("utf-8", "backslashreplace").decode("utf-8")

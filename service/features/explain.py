@@ -13,27 +13,33 @@ word deleted: deleting shifts every later token's position, and a transformer th
 shift (on the test suite's tiny model, deleting a leading "selamat" moved spam more than any spam
 word did). A backend without a tokenizer to ask falls back to deleting.
 
-The rows run through the served backend on Infer's model thread, one batch per call, so an
-explanation never overlaps a forward and scoring batches still get their turn between them.
+The rows run through the served backend on Infer's model thread at low priority (`run_when_idle`):
+a batch of rows runs only when no message waits to be scored, and the batches are small
+(SARING_EXPLAIN_BATCH_TOKENS), so a plain score waits behind at most one of them. Explanations also
+obey the request timeout: one that cannot finish in time is a 503 `timeout`, not a late 200.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.core.infer import Infer
-from service.errors import Overloaded
+from service.errors import ModelFailed, Overloaded, TimedOut
 from service.model.backend import Backend
 from service.model.batching import length_sorted_batches
 from service.model.folder import Sidecar
 from service.settings import default_of
 
 _WORD = re.compile(r"\S+")
+
+logger = logging.getLogger("saring")
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class Explainer:
         top_k: int = default_of("explain_top_k"),
         max_inflight: int = default_of("explain_max_inflight"),
         max_batch_size: int = default_of("max_batch_size"),
-        max_batch_tokens: int = default_of("max_batch_tokens"),
+        max_batch_tokens: int = default_of("explain_batch_tokens"),
     ) -> None:
         self.max_words = max_words
         self.top_k = top_k
@@ -132,8 +138,13 @@ class Explainer:
         self.max_batch_tokens = max_batch_tokens
         self.inflight = 0
 
-    async def explain(self, infer: Infer, backend: Backend, texts: Sequence[str]) -> list[list[WordWeight]]:
-        """Top-k words by |weight| per text, scored by `backend` (the one that scored the request)."""
+    async def explain(
+        self, infer: Infer, backend: Backend, texts: Sequence[str], deadline: float | None = None
+    ) -> list[list[WordWeight]]:
+        """Top-k words by |weight| per text, scored by `backend` (the one that scored the request).
+
+        `deadline` (time.monotonic()): past it, TimedOut; the batches not yet run are dropped.
+        """
         if self.inflight >= self.max_inflight:
             raise Overloaded(
                 f"too many explanations running (limit {self.max_inflight}, SARING_EXPLAIN_MAX_INFLIGHT); "
@@ -142,7 +153,14 @@ class Explainer:
             )
         self.inflight += 1
         try:
-            return await self._explain(infer, backend, texts)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            return await asyncio.wait_for(self._explain(infer, backend, texts), timeout=remaining)
+        except TimeoutError:
+            raise TimedOut(
+                "explanation not finished within the request timeout (SARING_REQUEST_TIMEOUT_S); "
+                "send fewer messages with explain=true or score without it",
+                retry_after=infer.retry_after(),
+            ) from None
         finally:
             self.inflight -= 1
 
@@ -160,8 +178,14 @@ class Explainer:
         run = logits or backend.forward
         scores = np.zeros((len(rows), len(backend.sidecar.labels)), dtype=np.float64)
         for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
-            # One batch per call: scoring batches queued meanwhile run in between.
-            scores[batch] = await infer.run_on_model_thread(run, [encoded.ids[i] for i in batch])
+            try:  # low priority: only while no message waits to be scored
+                scores[batch] = await infer.run_when_idle(run, [encoded.ids[i] for i in batch])
+            except Exception as exc:
+                logger.exception("explanation forward failed for a batch of %d", len(batch))
+                raise ModelFailed(f"model error: {type(exc).__name__}") from exc
+        if not np.isfinite(scores).all():  # would be NaN weights in the answer
+            logger.error("explanation refused: the model answered non-finite numbers")
+            raise ModelFailed("model error: its output for the explanation is not finite")
         validity, spam = log_odds(scores, backend.sidecar, are_logits=logits is not None)
         answers = []
         for words, start in spans:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
     select,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -79,6 +80,31 @@ def database_url(url: str | None, path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def check_database_url(url: str | None) -> None:
+    """Load the configured database's dialect and driver now, without connecting.
+
+    Start-up calls this: a URL whose driver package is not installed (postgresql+psycopg without
+    psycopg) used to start a ready service that answered 500 to every feedback call. Raises
+    FeedbackUnavailable naming the package; the message never shows the URL's password.
+    """
+    if not url:
+        return
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        raise FeedbackUnavailable("SARING_FEEDBACK_DB_URL is not a database URL SQLAlchemy can read") from None
+    try:
+        create_engine(url).dispose()  # imports the dialect and its DBAPI module; opens no connection
+    except ImportError as exc:
+        package = (exc.name or str(exc)).split(".")[0]
+        raise FeedbackUnavailable(
+            f"SARING_FEEDBACK_DB_URL {shown} needs the Python package {package!r}, which is not installed: "
+            f"install it (pip install {package}) or unset SARING_FEEDBACK_DB_URL to use SQLite"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise FeedbackUnavailable(f"SARING_FEEDBACK_DB_URL {shown} cannot be used: {exc}") from exc
 
 
 def make_engine(url: str) -> Engine:
@@ -210,12 +236,16 @@ class AsyncFeedbackStore:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="saring-feedback")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self._opened().record(**values))
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, ImportError) as exc:  # ImportError: a driver missing since start-up
             # The type only: driver messages can quote the statement's parameters (the text).
             logger.error("feedback not stored", extra={"fields": {"error": type(exc).__name__}})
             raise FeedbackUnavailable(
                 f"feedback not stored: the database failed ({type(exc).__name__})", retry_after=5
             ) from exc
+
+    def check(self) -> None:
+        """Fail now, naming the missing package, if the configured database cannot be used at all."""
+        check_database_url(self.db_url)
 
     async def close(self) -> None:
         """Wait for writes in progress, then release the database (it reopens on the next call)."""

@@ -55,12 +55,18 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
         top_k=settings.explain_top_k,
         max_inflight=settings.explain_max_inflight,
         max_batch_size=settings.max_batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_tokens=settings.explain_batch_tokens,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.load_initial()
+        try:
+            state.feedback.check()  # a configured database whose driver is missing fails here, not per call
+            await state.load_initial()  # a folder that fails its check batch fails here
+        except Exception as exc:
+            # One clear line before uvicorn's traceback and "Application startup failed".
+            logger.error("start-up refused", extra={"fields": {"error": str(exc) or type(exc).__name__}})
+            raise
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(_reload_quietly(state))
@@ -81,7 +87,21 @@ def create_app(settings: Settings | None = None, backend_factory: BackendFactory
     app.state.saring = state
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(RequestGuard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    # Docs and metrics are open unless asked otherwise (Prometheus scrapers and browsers send no key).
+    also_protected = (
+        {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url, "/metrics"} - {None}
+        if settings.protect_docs_and_metrics
+        else set()
+    )
+    app.add_middleware(
+        RequestGuard,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        state=state,
+        also_protected=also_protected,
+        json_routes=[route for route in router.routes if getattr(route, "body_field", None) is not None],
+    )
     app.add_middleware(CloseWhileDraining, state=state)  # outermost: every answer of a draining replica
     return app
 

@@ -12,7 +12,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
@@ -52,16 +52,25 @@ ERROR_STATUS: dict[type[SaringError], tuple[int, str]] = {
     FeedbackUnavailable: (503, "feedback_unavailable"),
 }
 
-# Statuses the framework raises itself (routing, parsing), and the catch-all.
+# Statuses the edge answers itself (routing, body checks in middleware.py, parsing), and the catch-all.
 FRAMEWORK_TYPES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
     500: "internal_error",
 }
+
+# Why FastAPI could not turn body bytes into JSON (it answers all of these "400 There was an error
+# parsing the body"): the body is not valid JSON, the same 422 `invalid_request` as a syntax error.
+_UNPARSABLE = (
+    (UnicodeDecodeError, "request body is not valid UTF-8 (send JSON encoded as UTF-8, uncompressed)"),
+    (RecursionError, "request body nests too deeply to parse (keep JSON nesting well under 1000 levels)"),
+    (ValueError, "request body has a number too long to parse (over 4300 digits)"),
+)
 
 
 def status_of(exc: SaringError) -> tuple[int, str]:
@@ -90,6 +99,14 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def allowed_methods(allow: str) -> str:
+    """The Allow header for a route: its methods, HEAD with GET (served as GET), and OPTIONS."""
+    methods = {m.strip() for m in allow.split(",") if m.strip()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods | {"OPTIONS"}))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SaringError)
     async def _saring(_: Request, exc: SaringError) -> JSONResponse:
@@ -101,8 +118,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, FRAMEWORK_TYPES.get(exc.status_code, "error"), str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            allow = allowed_methods(exc.headers.get("Allow", "") if exc.headers else "")
+            if request.method == "OPTIONS":  # what may be sent here: the answer to OPTIONS
+                return Response(status_code=204, headers={"Allow": allow})
+            message = f"method {request.method} is not allowed here; allowed: {allow}"
+            response = error_response(405, "method_not_allowed", message)
+            response.headers["Allow"] = allow
+            return response
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            for cause, message in _UNPARSABLE:
+                if isinstance(exc.__cause__, cause):
+                    return error_response(422, "invalid_request", message)
+        status = exc.status_code
+        type = FRAMEWORK_TYPES.get(status) or ("internal_error" if status >= 500 else "bad_request")
+        return error_response(status, type, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from fastapi import APIRouter, Request, Response
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.core.state import AppState
 from service.errors import InvalidInput, NotReady
 from service.features.flood import scope_of_key
-from service.http.deps import ApiKey, Ready, State, require_ready
+from service.http.deps import Ready, State, require_ready
 from service.http.errors import Forbidden
 from service.http.schemas import (
     FeedbackReceipt,
@@ -27,7 +28,8 @@ from service.model.scoring import score_rows
 
 router = APIRouter()
 
-Protected = [ApiKey, Ready]
+# The API key of every /v1/ route is checked before this, from the headers (middleware.py).
+Protected = [Ready]
 
 
 def check_text_length(text: str, limit: int, where: str) -> None:
@@ -40,6 +42,7 @@ def check_text_length(text: str, limit: int, where: str) -> None:
 async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResponse:
     """Score messages: validity, spam, category and an accept/review/reject decision each, in request order."""
     s = state.settings
+    deadline = time.monotonic() + s.request_timeout_s  # explanations included
     if body.explain and len(body.messages) > s.explain_max_messages:
         raise InvalidInput(
             f"explain=true for {len(body.messages)} messages; the limit is {s.explain_max_messages} "
@@ -52,7 +55,7 @@ async def score(body: ScoreRequest, request: Request, state: State) -> ScoreResp
     sidecar = scored.backend.sidecar
     explanations = [None] * len(texts)
     if body.explain:
-        explanations = await state.explainer.explain(state.infer, scored.backend, texts)
+        explanations = await state.explainer.explain(state.infer, scored.backend, texts, deadline=deadline)
     near_duplicates: list[int | None] = [None] * len(texts)
     if state.flood is not None:
         # Only answered calls are remembered (a refused call's retry is not its own duplicate); repeats
@@ -147,7 +150,7 @@ async def model_info(state: State) -> dict:
     return state.model_info()
 
 
-@router.post("/v1/admin/reload", response_model=ModelInfo, dependencies=[ApiKey])
+@router.post("/v1/admin/reload", response_model=ModelInfo)
 async def reload_model(state: State, body: ReloadRequest | None = None) -> dict:
     """Load a model folder without a restart; requests in flight finish on the old model."""
     if not state.api_keys:
