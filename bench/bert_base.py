@@ -8,8 +8,12 @@ from pathlib import Path
 from service.model.folder import CATEGORIES, Sidecar, Threshold, sha256_file, write_sidecar
 
 
-def build_bert_base_folder(out: Path, texts: list[str], vocab_size: int = 50_000) -> Path:
-    """Random-init BertForSequenceClassification (12 layers, hidden 768, vocab 50k) + tokenizer + sidecar."""
+def build_bert_base_folder(
+    out: Path, texts: list[str], vocab_size: int = 50_000, layers: int = 12, hidden: int = 768
+) -> Path:
+    """Random-init BertForSequenceClassification (12 layers, hidden 768, vocab 50k) + tokenizer + sidecar.
+
+    `layers` and `hidden` give smaller shapes of the same family (6 x 384 is MiniLM-sized)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -23,10 +27,10 @@ def build_bert_base_folder(out: Path, texts: list[str], vocab_size: int = 50_000
     labels = list(CATEGORIES)
     config = BertConfig(
         vocab_size=vocab_size,  # IndoBERT's vocabulary size, whatever the trained tokenizer reached
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=4 * hidden,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
