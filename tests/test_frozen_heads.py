@@ -108,3 +108,30 @@ def test_a_changed_head_file_is_refused(fitted, tmp_path: Path, name: str) -> No
     (copy / name).write_bytes(bytes(data))
     with pytest.raises(ModelFolderError, match=name):
         read_sidecar(copy)
+
+
+def test_train_method_frozen_heads_writes_a_served_folder(base_dir: Path, tmp_path: Path) -> None:
+    """`python -m training train --method frozen_heads`: validation, thresholds, metrics, card, sidecar."""
+    import json
+
+    from make_messages import write_jsonl
+
+    from training.train import main
+
+    train = write_jsonl(make_messages(12, seed=1, places=PLACES[:10]), tmp_path / "train.jsonl")
+    validation = write_jsonl(make_messages(5, seed=2, places=PLACES[10:15]), tmp_path / "validation.jsonl")
+    out = tmp_path / "model"
+    argv = [
+        "--model_name_or_path", str(base_dir), "--method", "frozen_heads", "--text_prefix", PREFIX,
+        "--train_file", str(train), "--validation_file", str(validation), "--output_dir", str(out),
+        "--max_length", "48", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    sidecar = read_sidecar(out)
+    assert sidecar.heads["kind"] == "mean_pool_linear" and sidecar.text_prefix == PREFIX
+    assert sidecar.calibration["method"] == "none"
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["validation"]["macro_f1"] >= 0.9
+    assert (out / "README.md").is_file() and not (out.parent / ".model.work").exists()
+    probs, _ = predict(TorchBackend(out, device="cpu"), ["slot gacor maxwin daftar sekarang"])
+    assert probs.shape == (1, 4) and abs(probs.sum() - 1) < 1e-9

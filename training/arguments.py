@@ -56,6 +56,22 @@ class ModelArguments:
         default=None,
         metadata={"help": "Name recorded in the sidecar; default: the output folder's name."},
     )
+    method: str = field(
+        default="finetune",
+        metadata={
+            "help": "finetune: train the whole encoder with Trainer. frozen_heads: keep a pre-trained encoder "
+            "frozen, fit a linear head on its mean-pooled sentence embeddings and mix it with a TF-IDF head "
+            "(training/frozen.py; the default model's method: it transferred best to unseen writers and real data)."
+        },
+    )
+    text_prefix: str = field(
+        default="",
+        metadata={"help": "Put before every text, in training and serving (e5 encoders read 'query: ')."},
+    )
+    text_head_weight: float = field(
+        default=0.5,
+        metadata={"help": "frozen_heads: share of the TF-IDF head in the mixed probabilities (0 turns it off)."},
+    )
 
     def __post_init__(self) -> None:
         if self.is_scratch:
@@ -65,6 +81,14 @@ class ModelArguments:
                 raise ArgumentsError(f"unknown scratch preset {self.scratch_preset!r}: choose one of {sorted(PRESETS)}")
         elif self.mlm_pretrain_epochs:
             raise ArgumentsError("--mlm_pretrain_epochs applies only to scratch:<preset> base models")
+        if self.method not in ("finetune", "frozen_heads"):
+            raise ArgumentsError(f"--method {self.method!r}: use finetune or frozen_heads")
+        if self.method == "frozen_heads" and self.is_scratch:
+            raise ArgumentsError("--method frozen_heads needs a pre-trained encoder, not a scratch:<preset> base")
+        if self.text_prefix and self.method != "frozen_heads":
+            raise ArgumentsError("--text_prefix is supported with --method frozen_heads only")
+        if not 0.0 <= self.text_head_weight < 1.0:
+            raise ArgumentsError(f"--text_head_weight {self.text_head_weight}: use a share in [0, 1)")
 
     @property
     def is_scratch(self) -> bool:

@@ -67,6 +67,8 @@ class Run:
     # --seed_spread: given this run's metrics, trains the same command from more seeds and returns
     # {"seeds": [...], "macro_f1": {set: [...]}}, this run first.
     measure_seed_spread: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # --method frozen_heads: the fitted heads (training/frozen.py) take the place of the trainer's weights.
+    frozen: Any = None
 
     @property
     def labels(self) -> list[str]:
@@ -100,8 +102,14 @@ def backend_of(run: Run, staging: Path):
 
 def stage_weights(run: Run, staging: Path) -> Sidecar:
     """The trained weights, tokenizer and a sidecar that no reader accepts yet."""
-    run.trainer.save_model(str(staging))
-    run.tokenizer.save_pretrained(staging)
+    heads: dict[str, Any] = {}
+    if run.frozen is not None:
+        from training.frozen import stage_heads
+
+        heads = stage_heads(run.frozen, staging, run.labels)
+    else:
+        run.trainer.save_model(str(staging))
+        run.tokenizer.save_pretrained(staging)
     placeholder = Threshold(value=0.5, objective="placeholder", target=0.0)
     sidecar = Sidecar(
         name=run.model_args.model_name or run.final_dir.name,
@@ -117,6 +125,8 @@ def stage_weights(run: Run, staging: Path) -> Sidecar:
         weights_sha256=UNFINISHED,
         label_map=run.data_args.parsed_label_map(),
         libraries=library_versions(),
+        heads=heads,
+        text_prefix=run.model_args.text_prefix,
     )
     write_sidecar(staging, sidecar)
     return sidecar
@@ -126,6 +136,8 @@ def calibrate_head(run: Run, staging: Path, sidecar: Sidecar) -> dict[str, Any]:
     """Fit a temperature on validation logits; fold it into the head only when it helps held-out rows."""
     if not run.calib_args.calibrate_temperature:
         return {"method": "none", "temperature": 1.0}
+    if run.frozen is not None:  # logistic-regression heads: the mixed probabilities have no single head to fold into
+        return {"method": "none", "temperature": 1.0, "reason": "frozen_heads: logistic-regression heads"}
     backend = backend_of(run, staging)
     logits, _ = predict(backend, run.splits["validation"].texts, forward=backend.logits)
     calibration = calibrate(logits, run.label_ids(run.splits["validation"]))

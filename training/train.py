@@ -350,6 +350,23 @@ def run(
     logger.info("labels %s (%s); learning rate %g", data_args.labels, roles, training_args.learning_rate)
 
     prepare_work_dir(work_dir, final_dir, training_args)
+    if model_args.method == "frozen_heads":  # no Trainer: the encoder stays as it is (training/frozen.py)
+        from training.frozen import run_frozen_heads
+
+        record = Run(
+            trainer=None,
+            tokenizer=None,
+            splits=splits,
+            extra=extra,
+            train_metrics={},
+            model_args=model_args,
+            data_args=data_args,
+            calib_args=calib_args,
+            training_args=training_args,
+            final_dir=final_dir,
+            shown_dir=shown_dir,
+        )
+        return run_frozen_heads(record, work_dir)
     tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, training_args)
     trainer = build_trainer(model, tokenizer, splits, data_args, training_args)
     train_metrics = train(trainer, training_args, work_dir)
