@@ -3,14 +3,15 @@
 Same signatures, band keys, sampling and estimate as the in-process detector; only where the buckets
 live differs. Per scope (prefix `saring:flood:<scope>:`):
   - `b:<band>:<key>`  a sorted set per band bucket: message ids scored by arrival time (seconds since
-                      the epoch), trimmed to the window on every read, expiring with it (TTL);
+                      the epoch); reads skip members older than the window; expires with it (TTL);
   - `m:<id>`          the message's signature (256 bytes) and its 21 bucket keys, expiring with the window;
   - `all`             every remembered id by time: what leaves the window or passes the cap
                       (SARING_FLOOD_MAX_TRACKED, per scope) is removed from its buckets;
   - `seq`             the id counter.
-A call costs two round trips per 16 messages: one read script (trim, sizes, the SAMPLE_PER_BUCKET
-newest ids of each bucket and their signatures) and one write script with every write of those
-messages. Signatures are compared in the replica, never in Redis, whose one thread every replica shares.
+A call costs two round trips per 16 messages: one read script (sizes in the window, the
+SAMPLE_PER_BUCKET newest ids of each bucket and their signatures) and one write script with every
+write of those messages (and the removal of what left the window or passed the cap). Signatures
+are compared in the replica, never in Redis, whose one thread every replica shares.
 Two replicas observing copies at the same instant may each miss the other's copy (reads and writes
 are two steps); copies a few milliseconds apart are counted.
 
@@ -48,31 +49,40 @@ MESSAGES_PER_ROUND_TRIP = 16  # bounds one reply: at most 16 x 21 x 32 signature
 RETRY_AFTER_FAILURE_S = 1.0
 _EXPIRED_PER_CALL = 1000  # ids forgotten by time per write call; the rest go on the next calls
 
-# ARGV: prefix, '(' horizon, sample size, then BANDS hex keys per message. Returns few, large values
-# (a reply of many small ones costs more to parse than the rest of the call): per bucket its size and
-# its sampled ids joined by ','; the unique sampled ids joined by ','; their signatures end to end,
-# with a '1' in `present` for each one still stored.
+# ARGV: prefix, '(' horizon, sample size, then BANDS hex keys per message. Reads only: a bucket's
+# members older than the window are skipped by score here and removed by the write script. The reply is
+# four strings (parsing thousands of small values cost more than the rest of the call): per bucket
+# its size in the window and how many of its newest members were read; the position of each member
+# read among the signatures (numbers as 8 hex digits each); the signatures, end to end.
 _READ = f"""
 local prefix, horizon, k = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local sizes, samples, ids, sigs, present, seen = {{}}, {{}}, {{}}, {{}}, {{}}, {{}}
+local sizes, counts, positions, sigs, seen = {{}}, {{}}, {{}}, {{}}, {{}}
 for i = 4, #ARGV do
   local bucket = prefix .. 'b:' .. ((i - 4) % {BANDS}) .. ':' .. ARGV[i]
-  redis.call('ZREMRANGEBYSCORE', bucket, '-inf', horizon)
-  sizes[#sizes + 1] = redis.call('ZCARD', bucket)
-  local sample = redis.call('ZRANGE', bucket, -k, -1)
-  samples[#samples + 1] = table.concat(sample, ',')
-  for _, id in ipairs(sample) do
-    if not seen[id] then
-      seen[id] = true
+  local newest = redis.call('ZRANGE', bucket, '+inf', horizon, 'BYSCORE', 'REV', 'LIMIT', 0, k)
+  local size = #newest
+  if size == k then size = redis.call('ZCOUNT', bucket, horizon, '+inf') end  -- only a full sample hides more
+  sizes[#sizes + 1] = string.format('%08x', size)
+  local read = 0
+  for _, id in ipairs(newest) do
+    local at = seen[id]
+    if at == nil then
       local value = redis.call('GET', prefix .. 'm:' .. id)
+      at = false
       if value then
-        ids[#ids + 1] = id
+        at = #sigs
         sigs[#sigs + 1] = string.sub(value, 1, {SIG_BYTES})
       end
+      seen[id] = at
+    end
+    if at then
+      positions[#positions + 1] = string.format('%08x', at)
+      read = read + 1
     end
   end
+  counts[#counts + 1] = string.format('%08x', read)
 end
-return {{sizes, samples, table.concat(ids, ','), table.concat(sigs)}}
+return {{table.concat(sizes), table.concat(counts), table.concat(positions), table.concat(sigs)}}
 """
 
 # ARGV: prefix, now, '(' horizon, cap, ttl, then one value per message (signature .. hex keys).
@@ -111,6 +121,11 @@ end
 redis.call('EXPIRE', all, ttl)
 return #ARGV - 5
 """
+
+
+def _numbers(hex_digits: bytes) -> np.ndarray:
+    """Numbers written by the read script as 8 hex digits each."""
+    return np.frombuffer(bytes.fromhex(hex_digits.decode("ascii")), dtype=">u4").astype(np.int64)
 
 
 class RedisFloodDetector:
@@ -191,26 +206,23 @@ class RedisFloodDetector:
         hex_keys = [[f"{k:016x}" for k in row] for row in keys.tolist()]
         horizon = f"({now - self.window_s:.6f}"
         flat = [k for row in hex_keys for k in row]
-        sizes, samples, joined_ids, joined_sigs = self._read(args=[prefix, horizon, SAMPLE_PER_BUCKET, *flat])
-        # Ids whose message left meanwhile have no signature: they are not candidates (their bucket is
-        # then read as sampled, and estimated).
-        index = {member: n for n, member in enumerate(joined_ids.split(b",")) if member}
-        cand_sigs = np.frombuffer(joined_sigs, dtype="<u4").reshape(-1, NUM_PERM)
+        blobs = self._read(args=[prefix, horizon, SAMPLE_PER_BUCKET, *flat])
+        sizes = _numbers(blobs[0]).reshape(len(sigs), BANDS)
+        read = _numbers(blobs[1])  # per bucket, message after message
+        positions = _numbers(blobs[2])
+        cand_sigs = np.frombuffer(blobs[3], dtype="<u4").reshape(-1, NUM_PERM)
         cand_keys = band_key_array(cand_sigs)
+        ends = np.cumsum(read)
+        band_of_entry = np.repeat(np.tile(np.arange(BANDS), len(sigs)), read)
         counts = []
         for m, (sig, sig_keys) in enumerate(zip(sigs, keys, strict=True)):
-            positions, bands = [], []
-            for b in range(BANDS):
-                for member in samples[m * BANDS + b].split(b","):
-                    if member in index:
-                        positions.append(index[member])
-                        bands.append(b)
+            first, last = int(ends[m * BANDS] - read[m * BANDS]), int(ends[(m + 1) * BANDS - 1])
             remote, _ = near_duplicate_count(
                 sig,
                 sig_keys,
-                np.asarray(sizes[m * BANDS : (m + 1) * BANDS], dtype=np.int64),
-                np.asarray(positions, dtype=np.int64),
-                np.asarray(bands, dtype=np.int64),
+                sizes[m],
+                positions[first:last],
+                band_of_entry[first:last],
                 cand_sigs,
                 cand_keys,
                 self.min_agree,
