@@ -147,6 +147,19 @@ def load(url: str, **kwargs) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measured_load(pid: int, url: str, **kwargs) -> dict:
+    """`load`, plus the server's own CPU per answered call: its event-loop thread and all its threads."""
+    from bench.proc_cpu import is_event_loop, server_cpu
+
+    before = server_cpu(pid)
+    run = load(url, **kwargs)
+    delta = {k: s - before.get(k, 0.0) for k, s in server_cpu(pid).items()}
+    calls = max(1, run["statuses"].get("200", 0))
+    run["server_cpu_ms_per_call"] = 1000 * sum(delta.values()) / calls
+    run["event_loop_cpu_ms_per_call"] = 1000 * sum(s for k, s in delta.items() if is_event_loop(k)) / calls
+    return run
+
+
 def http_runs(model_dir: Path, backend_kind: str, quick: bool, dtype: str = "auto") -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/score"
@@ -157,8 +170,8 @@ def http_runs(model_dir: Path, backend_kind: str, quick: bool, dtype: str = "aut
         for concurrency in (1, 8, 32):
             for batch in (1, 16):
                 requests = (48 if batch == 1 else 8) * (1 if quick else 3) * max(1, concurrency // 4)
-                runs[f"c{concurrency}_b{batch}"] = load(
-                    url, concurrency=concurrency, requests=requests, batch=batch, max_seconds=60
+                runs[f"c{concurrency}_b{batch}"] = measured_load(
+                    server.pid, url, concurrency=concurrency, requests=requests, batch=batch, max_seconds=60
                 )
         capacity = max(runs[f"c{c}_b1"]["requests_per_s"] for c in (1, 8, 32))
         rate = capacity / 2
@@ -230,9 +243,16 @@ def print_table(results: list[dict]) -> None:
                 f"forward at batch 32   {ip['forward_flops_per_s'] / 1e9:8.1f} GFLOP/s of "
                 f"{r['gemm_peak_flops_per_s'] / 1e9:.1f} {r['precision']} GEMM peak"
             )
-        print(f"{'HTTP run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
+        print(f"{'HTTP run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/call':>13}{'loop ms':>9}  statuses")
         for key, run in r["http"].items():
-            print(f"{key:<16}{run['messages_per_s']:9.1f}{run['p50_ms']:9.1f}{run['p99_ms']:9.1f}  {run['statuses']}")
+            cpu = (
+                f"{run['server_cpu_ms_per_call']:13.2f}{run['event_loop_cpu_ms_per_call']:9.2f}"
+                if "server_cpu_ms_per_call" in run
+                else " " * 22
+            )
+            print(
+                f"{key:<16}{run['messages_per_s']:9.1f}{run['p50_ms']:9.1f}{run['p99_ms']:9.1f}{cpu}  {run['statuses']}"
+            )
         for key, value in r["ratios"].items():
             print(f"ratio {key:<32} {value:6.2f}")
 
