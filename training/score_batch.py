@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from service.model.loading import load_backend, predict
 from service.model.scoring import score_rows
+from service.model.text_rules import unusable_text
 from service.settings import default_of
 
 # The columns of every output row, in order; `flood_cluster_size` only with --floods.
@@ -30,14 +31,8 @@ def text_problem(text: object) -> str | None:
     if not isinstance(text, str):
         return f"text is not a string ({type(text).__name__})"
     # The API's own rule (empty, invisible-only or lone-surrogate text), so a backlog refuses exactly
-    # what the live channel refuses. It lives with the request schema, the only other place it applies.
-    from service.http.schemas import Message
-
-    try:
-        Message._usable_text(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
+    # what the live channel refuses.
+    return unusable_text(text)
 
 
 class BacklogScorer:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from service.errors import TooLarge
+from service.model.text_rules import unusable_text
 
 # The messages-per-call limit of the app serving this request (set by a dependency, which FastAPI runs
 # before it validates the body): a call with 100,000 tiny messages is refused before a single message
 # is validated, in microseconds, not after a second of event-loop time.
 message_limit: ContextVar[int | None] = ContextVar("saring_message_limit", default=None)
-
-# A character that shows: not whitespace, a control, a zero-width or direction mark, a Hangul filler or
-# a tag. Text without one is empty to a reader (a common prank), so it is refused like blank text.
-_VISIBLE = re.compile(
-    r"[^\s\x00-\x1f\x7f-\xa0\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f"
-    r"\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000e0000-\U000e0fff]"
-)
 
 
 class Message(BaseModel):
@@ -30,12 +23,9 @@ class Message(BaseModel):
     @field_validator("text")
     @classmethod
     def _usable_text(cls, text: str) -> str:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("text is not valid Unicode (lone surrogate)") from exc
-        if not _VISIBLE.search(text):
-            raise ValueError("text is empty (no visible characters)")
+        problem = unusable_text(text)
+        if problem:
+            raise ValueError(problem)
         return text
 
 
