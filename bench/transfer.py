@@ -141,13 +141,14 @@ def macro_f1(rows: list[dict], probs: np.ndarray, spam_for_iseng: bool = False) 
     return float(f1_score(truth, pred, labels=present, average="macro", zero_division=0))
 
 
-def evaluate(candidate, corpus, independent, seed_test, real, fit_cache: dict) -> dict:
+def evaluate(candidate, corpus, independent, seed_test, real, always: list[dict]) -> dict:
+    """`always`: rows in every training fold but never a held-out writer (public data such as IndoNLU)."""
     started = time.perf_counter()
     result: dict = {"cross_writer": {}}
     # Leave one writer out: out-of-fold probabilities for every training row.
     oof = np.zeros((len(corpus.rows), len(LABELS)))
     for writer in corpus.writers():
-        train = corpus.without([writer])
+        train = corpus.without([writer]) + always
         held = [i for i, r in enumerate(corpus.rows) if r["writer"] == writer]
         model = candidate.fit([r["text"] for r in train], [r["label"] for r in train])
         oof[held] = model.proba([corpus.rows[i]["text"] for i in held])
@@ -158,7 +159,8 @@ def evaluate(candidate, corpus, independent, seed_test, real, fit_cache: dict) -
     threshold = reject_threshold(oof[:, 0], is_aduan, REJECT_RATE, cap=0.5).value
     result["reject_threshold_held_out_writers"] = threshold
     # Everything else: trained on every training row.
-    model = candidate.fit([r["text"] for r in corpus.rows], [r["label"] for r in corpus.rows])
+    everything = corpus.rows + always
+    model = candidate.fit([r["text"] for r in everything], [r["label"] for r in everything])
     for name, rows in (("independent", independent), ("seed_test", seed_test), ("real_mixed", real["real_mixed"])):
         probs = model.proba([r["text"] for r in rows])
         result[name] = macro_f1(rows, probs, spam_for_iseng=name == "real_mixed")
@@ -179,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default="tfidf,e5,e5_cls,mean,mean_cls")
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "transfer.json")
+    parser.add_argument("--extra_train", type=Path, nargs="*", default=[], help="JSONL rows always trained on")
     args = parser.parse_args(argv)
     corpus = load_corpus()
     independent = load_independent()
     seed_test = read_jsonl(ROOT / "data" / "seed" / "test.jsonl")
     real = real_sets(args.datasets)
+    always = [row for path in args.extra_train for row in read_jsonl(path)]
     print(f"corpus: {len(corpus.rows)} rows, writers {corpus.writers()}; independent {len(independent)}")
     wanted = args.candidates.split(",")
     e5 = E5Candidate(args.e5) if args.e5 and any(w.startswith(("e5", "mean")) for w in wanted) else None
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in candidates:
             print(f"skipping {name}: needs --e5")
             continue
-        results[name] = evaluate(candidates[name], corpus, independent, seed_test, real, {})
+        results[name] = evaluate(candidates[name], corpus, independent, seed_test, real, always)
         r = results[name]
         print(
             f"{name:<6} cross-writer {r['cross_writer_mean']:.3f} (worst {r['cross_writer_min']:.3f})  "

@@ -9,6 +9,7 @@ COMMANDS = {
     "evaluate": "score a labelled file with a model folder and write metrics.json and plots",
     "augment": "add seeded slang/typo/casing variants to written training messages",
     "real-eval-set": "draw a labelled evaluation set from the public data in ../shared/datasets",
+    "writer-splits": "write the written corpus as training, held-out-writer validation and independent files",
     "export": "write ONNX models (fp32, checked int8) into a model folder for the CPU fast path",
     "export-feedback": "write the desk's verdicts (POST /v1/feedback) as a training file",
     "compare": "score one labelled file with two model folders: figures side by side, decision moves",
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.seed_commands import augment_main as run
     elif command == "real-eval-set":
         from training.seed_commands import real_set_main as run
+    elif command == "writer-splits":
+        from training.seed_commands import writer_splits_main as run
     elif command == "export":
         from training.export import main as run
     elif command == "export-feedback":

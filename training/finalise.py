@@ -15,7 +15,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ class Run:
     measure_seed_spread: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # --method frozen_heads: the fitted heads (training/frozen.py) take the place of the trainer's weights.
     frozen: Any = None
+    # Probabilities per set from the staged folder once its weights are final (after calibrate_head):
+    # thresholds, figures and plots read the same scores, computed once.
+    scored: dict[str, np.ndarray] = field(default_factory=dict)
+    scorer: Any = None  # the staged folder's backend that computed them
 
     @property
     def labels(self) -> list[str]:
@@ -98,6 +102,14 @@ def backend_of(run: Run, staging: Path):
 
     # Weights unverified: the sidecar holds the sentinel checksum until `seal`.
     return TorchBackend(staging, device=run.device, verify_weights=False)
+
+
+def probabilities(run: Run, staging: Path, split: Split) -> np.ndarray:
+    """The staged folder's probabilities for a set, scored once through the service's backend."""
+    if split.name not in run.scored:
+        run.scorer = run.scorer or backend_of(run, staging)
+        run.scored[split.name], _ = predict(run.scorer, split.texts)
+    return run.scored[split.name]
 
 
 def stage_weights(run: Run, staging: Path) -> Sidecar:
@@ -155,7 +167,7 @@ def calibrate_head(run: Run, staging: Path, sidecar: Sidecar) -> dict[str, Any]:
 def choose_thresholds(run: Run, staging: Path, sidecar: Sidecar) -> None:
     """accept, reject and spam on calibrated validation probabilities (docs/design.md section 3)."""
     validation, calib = run.splits["validation"], run.calib_args
-    probs, _ = predict(backend_of(run, staging), validation.texts)
+    probs = probabilities(run, staging, validation)
     columns = score_columns(probs, sidecar.labels, sidecar.scores)
     truth = np.array(validation.labels)
     is_valid = np.isin(truth, sidecar.scores["validity"])
@@ -196,12 +208,11 @@ def stamp(run: Run, staging: Path, sidecar: Sidecar, calibration: dict[str, Any]
 
 def evaluate_sets(run: Run, staging: Path, sidecar: Sidecar) -> dict[str, Any]:
     """Figures of every set, scored through the staged folder exactly as the service will."""
-    backend = backend_of(run, staging)
     sets = [s for s in (run.splits["validation"], run.splits.get("test"), *run.extra) if s is not None]
     metrics: dict[str, Any] = {"model": {"name": sidecar.name, "version": sidecar.version}, "train": run.train_metrics}
     for split in sets:
-        probs, _ = predict(backend, split.texts)
-        metrics[split.name] = evaluate_probabilities(probs, split.labels, backend.sidecar)
+        # The sidecar passed in holds the chosen thresholds (the scorer was built before them).
+        metrics[split.name] = evaluate_probabilities(probabilities(run, staging, split), split.labels, sidecar)
         logger.info(summary_line(split.name, metrics[split.name], sidecar.scores["validity"]))
     metrics["evaluated"] = [s.name for s in sets]
     return metrics
@@ -258,7 +269,7 @@ def add_baseline(run: Run, metrics: dict[str, Any]) -> None:
 def write_reports(run: Run, staging: Path, sidecar: Sidecar, metrics: dict[str, Any]) -> None:
     """Plots of the test set (else validation), metrics.json and the model card."""
     shown = run.splits.get("test") or run.splits["validation"]
-    probs, _ = predict(backend_of(run, staging), shown.texts)
+    probs = probabilities(run, staging, shown)
     save_plots(probs, shown.labels, sidecar, staging, title=f"({shown.name})")
     metrics["calibration"] = sidecar.calibration
     metrics["thresholds"] = {k: asdict(getattr(sidecar, k)) for k in THRESHOLDS}

@@ -50,6 +50,9 @@ class ModelCardRecord:
     seeds: list[int] = field(default_factory=list)
     seed_count: int = 0
     seed_spread_rows: list[list[str]] = field(default_factory=list)
+    # --method frozen_heads: the share of the TF-IDF head (None: a fine-tuned sequence classifier)
+    text_head_weight: float | None = None
+    text_prefix: str = ""
 
 
 def _in_own_words(key: str, validity_labels: list[str]) -> str:
@@ -159,6 +162,8 @@ def card_record(sidecar: Sidecar, metrics: dict[str, Any], training_args: Any, f
         seeds=list(spread.get("seeds", [])),
         seed_count=len(spread.get("seeds", [])),
         seed_spread_rows=_seed_spread_rows(spread),
+        text_head_weight=sidecar.heads.get("text_head", {}).get("weight", 0.0) if sidecar.heads else None,
+        text_prefix=sidecar.text_prefix,
     )
 
 

@@ -1,4 +1,5 @@
-"""Small data commands: `augment` (noise on written seed data) and `real-eval-set` (public data)."""
+"""Small data commands: `augment` (noise on written seed data), `real-eval-set` (public data) and
+`writer-splits` (the written corpus split by writer)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,27 @@ class RealSetArguments:
     output: str = field(default="build/real_mixed.jsonl", metadata={"help": "JSONL to write (keep it out of git)."})
     per_source: int = field(default=150, metadata={"help": "Rows per source (complaints get twice as many)."})
     seed: int = field(default=7, metadata={"help": "Sampling seed."})
+
+
+@dataclass
+class WriterSplitArguments:
+    output_dir: str = field(default="build/data", metadata={"help": "Folder for train/validation/independent.jsonl."})
+    validation_writers: list[str] = field(
+        default_factory=lambda: ["w03", "w06"],
+        metadata={"help": "Writers held out of training to choose thresholds (data/README.md)."},
+    )
+
+
+def writer_splits_main(argv: list[str]) -> int:
+    from collections import Counter
+
+    from training.writers import read_jsonl, write_default_splits
+
+    (args,) = HfArgumentParser(WriterSplitArguments).parse_args_into_dataclasses(args=argv)
+    for path in write_default_splits(args.output_dir, tuple(args.validation_writers)).values():
+        rows = read_jsonl(path)
+        print(f"wrote {path}: {len(rows)} rows from writers {dict(Counter(r.get('writer') for r in rows))}")
+    return 0
 
 
 def augment_main(argv: list[str]) -> int:
