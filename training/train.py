@@ -340,6 +340,8 @@ def run(
     training_args.resolve_learning_rate(model_args)
     if training_args.seed_spread and training_args.world_size > 1:
         raise UserError("--seed_spread trains one run after another on one process: run it without torchrun")
+    if training_args.seed_spread and model_args.method == "frozen_heads":  # it re-runs Trainer fine-tuning
+        raise UserError("--seed_spread measures fine-tuned models; --method frozen_heads does not support it")
     set_seed(training_args.seed)
 
     splits = load_splits(data_args, training_args.seed)
