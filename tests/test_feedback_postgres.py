@@ -12,7 +12,7 @@ import httpx
 import pytest
 from engine_fixtures import PostgresServer, postgres_server
 from fastapi.testclient import TestClient
-from service_fixtures import ADUAN, SPAM, make_settings, running_server
+from service_fixtures import ADUAN, SPAM, ServerProcess, make_settings, running_server
 
 from service.features.feedback import FeedbackStore
 from service.http.app import create_app
@@ -23,6 +23,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def pg() -> PostgresServer:
     with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(pg: PostgresServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One `python -m service` writing to this PostgreSQL, for the tests that need a real process."""
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("pg-server"), feedback_db_url=pg.url) as server:
         yield server
 
 
@@ -57,20 +64,19 @@ def test_the_api_stores_feedback_in_postgresql(pg: PostgresServer, tiny_model_di
     assert stored(pg, "message_id = 'api-1'") == [("api-1", "spam", SPAM)]
 
 
-def test_concurrent_writers_lose_nothing(pg: PostgresServer, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_concurrent_writers_lose_nothing(pg: PostgresServer, server: ServerProcess) -> None:
     n = 160
-    with running_server(tiny_model_dir, tmp_path, feedback_db_url=pg.url) as server:
 
-        def send(i: int) -> int:
-            # Every 4th call repeats one verdict: of those 40, exactly one may create it.
-            if i % 4 == 0:
-                body = {"id": "cw-same", "text": SPAM, "label": "spam"}
-            else:
-                body = {"id": f"cw-{i}", "text": f"pesan {i}", "label": ["aduan", "bukan_aduan", "iseng"][i % 4 - 1]}
-            return httpx.post(f"{server.url}/v1/feedback", json=body, timeout=60).status_code
+    def send(i: int) -> int:
+        # Every 4th call repeats one verdict: of those 40, exactly one may create it.
+        if i % 4 == 0:
+            body = {"id": "cw-same", "text": SPAM, "label": "spam"}
+        else:
+            body = {"id": f"cw-{i}", "text": f"pesan {i}", "label": ["aduan", "bukan_aduan", "iseng"][i % 4 - 1]}
+        return httpx.post(f"{server.url}/v1/feedback", json=body, timeout=60).status_code
 
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            statuses = list(pool.map(send, range(n)))
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(send, range(n)))
     assert statuses.count(201) == n - n // 4 + 1, statuses
     assert statuses.count(200) == n // 4 - 1
     rows = stored(pg, "message_id LIKE 'cw-%'")
@@ -79,7 +85,7 @@ def test_concurrent_writers_lose_nothing(pg: PostgresServer, tiny_model_dir: Pat
 
 
 def test_acknowledged_rows_survive_a_killed_database_and_service_recovers(
-    pg: PostgresServer, tiny_model_dir: Path, tmp_path: Path
+    pg: PostgresServer, server: ServerProcess
 ) -> None:
     """SIGKILL PostgreSQL (postmaster and backends) with writes in flight: every verdict answered 2xx is
     there after the restart; calls during the outage get 503 feedback_unavailable, never a 2xx or a
@@ -89,40 +95,39 @@ def test_acknowledged_rows_survive_a_killed_database_and_service_recovers(
     lock = threading.Lock()
     enough = threading.Event()
     stop = threading.Event()
-    with running_server(tiny_model_dir, tmp_path, feedback_db_url=pg.url) as server:
 
-        def writer(w: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=10) as http:
-                for i in range(400):  # bounded: at most 400 calls per writer
-                    if stop.is_set():
-                        return
-                    message_id = f"kill-{w}-{i}"
-                    response = http.post("/v1/feedback", json={"id": message_id, "text": ADUAN, "label": "aduan"})
-                    with lock:
-                        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                        if response.status_code in (200, 201):
-                            acknowledged.add(message_id)
-                            if len(acknowledged) >= 40:
-                                enough.set()
+    def writer(w: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for i in range(400):  # bounded: at most 400 calls per writer
+                if stop.is_set():
+                    return
+                message_id = f"kill-{w}-{i}"
+                response = http.post("/v1/feedback", json={"id": message_id, "text": ADUAN, "label": "aduan"})
+                with lock:
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    if response.status_code in (200, 201):
+                        acknowledged.add(message_id)
+                        if len(acknowledged) >= 40:
+                            enough.set()
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        assert enough.wait(timeout=60), f"only {len(acknowledged)} acknowledged: {statuses}"
+        pg.kill()
+        time.sleep(0.5)  # writers now meet a dead database
+        stop.set()
+    finally:
+        stop.set()
         for t in threads:
-            t.start()
-        try:
-            assert enough.wait(timeout=60), f"only {len(acknowledged)} acknowledged: {statuses}"
-            pg.kill()
-            time.sleep(0.5)  # writers now meet a dead database
-            stop.set()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=60)
-        pg.start()  # crash recovery replays the WAL
-        with lock:
-            answered = set(acknowledged)
-        first_after = httpx.post(
-            f"{server.url}/v1/feedback", json={"id": "after-restart", "text": ADUAN, "label": "aduan"}, timeout=10
-        )
+            t.join(timeout=60)
+    pg.start()  # crash recovery replays the WAL
+    with lock:
+        answered = set(acknowledged)
+    first_after = httpx.post(
+        f"{server.url}/v1/feedback", json={"id": "after-restart", "text": ADUAN, "label": "aduan"}, timeout=10
+    )
     assert set(statuses) <= {200, 201, 503}, statuses
     assert statuses.get(503), f"no call met the dead database: {statuses}"
     in_database = {message_id for message_id, _, _ in stored(pg, "message_id LIKE 'kill-%'")}
