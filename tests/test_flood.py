@@ -218,3 +218,28 @@ def test_near_duplicates_are_per_api_key_unless_shared(tiny_model_dir: Path) -> 
     with TestClient(create_app(settings)) as client:
         assert near(client, keys[0], *COPIES[:3]) == [0, 1, 2]
         assert near(client, keys[1], COPIES[3]) == [3]
+
+
+def test_even_a_one_message_call_is_observed_off_the_event_loop() -> None:
+    """The event loop never hashes or compares: under a flood it serves every other caller meanwhile."""
+    import asyncio
+    import threading
+
+    detector = FloodDetector()
+    seen: list[str] = []
+    observe = detector.observe
+
+    def recording(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return observe(*args, **kwargs)
+
+    detector.observe = recording
+
+    async def main() -> list[int]:
+        return await detector.observe_async([BASE])
+
+    try:
+        assert asyncio.run(main()) == [0]
+    finally:
+        detector.close()
+    assert seen and seen[0].startswith("saring-flood"), seen
