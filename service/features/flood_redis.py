@@ -8,9 +8,9 @@ live differs. Per scope (prefix `saring:flood:<scope>:`):
   - `all`             every remembered id by time: what leaves the window or passes the cap
                       (SARING_FLOOD_MAX_TRACKED, per scope) is removed from its buckets;
   - `seq`             the id counter.
-A call costs two round trips per 16 messages: one read script (sizes in the window, the
-SAMPLE_PER_BUCKET newest ids of each bucket and their signatures) and one write script with every
-write of those messages (and the removal of what left the window or passed the cap). Signatures
+A call costs one read script per 16 messages (sizes in the window, the SAMPLE_PER_BUCKET newest ids
+of each bucket and their signatures) and one write script with every write of the call (and the
+removal of what left the window or passed the cap). Signatures
 are compared in the replica, never in Redis, whose one thread every replica shares.
 Two replicas observing copies at the same instant may each miss the other's copy (reads and writes
 are two steps); copies a few milliseconds apart are counted.
@@ -191,20 +191,33 @@ class RedisFloodDetector:
         keys = band_key_array(sigs)
         now = self.clock() if now is None else now
         prefix = f"{self.prefix}{scope or 'shared'}:"
+        horizon = f"({now - self.window_s:.6f}"
+        hex_keys = [[f"{k:016x}" for k in row] for row in keys.tolist()]
         counts: list[int] = []
         try:
             for start in range(0, len(texts), MESSAGES_PER_ROUND_TRIP):
                 stop = start + MESSAGES_PER_ROUND_TRIP
-                counts += self._observe_chunk(sigs[start:stop], keys[start:stop], now, prefix)
+                remote = self._remote_counts(sigs[start:stop], keys[start:stop], hex_keys[start:stop], horizon, prefix)
+                for m, count in enumerate(remote, start):
+                    # Earlier messages of this call are not in Redis yet: compared here, with an LSH band shared.
+                    earlier = (sigs[:m] == sigs[m]).sum(axis=1) >= self.min_agree
+                    earlier &= (keys[:m] == keys[m]).any(axis=1)
+                    counts.append(count + int(earlier.sum()))
+            # Every write of the call in one script: the messages, their buckets, what leaves.
+            pairs = zip(sigs, hex_keys, strict=True)
+            values = [sig.astype("<u4").tobytes() + "".join(row).encode("ascii") for sig, row in pairs]
+            ttl = int(np.ceil(self.window_s)) + 60  # a little past the window: the cap can still find what it removes
+            self._write(args=[prefix, f"{now:.6f}", horizon, self.max_tracked, ttl, *values])
         except self._errors as exc:
             self._failed(exc)
             return None
         self._succeeded()
         return counts
 
-    def _observe_chunk(self, sigs: np.ndarray, keys: np.ndarray, now: float, prefix: str) -> list[int]:
-        hex_keys = [[f"{k:016x}" for k in row] for row in keys.tolist()]
-        horizon = f"({now - self.window_s:.6f}"
+    def _remote_counts(
+        self, sigs: np.ndarray, keys: np.ndarray, hex_keys: list[list[str]], horizon: str, prefix: str
+    ) -> list[int]:
+        """Near-duplicate counts among what Redis remembers, for up to MESSAGES_PER_ROUND_TRIP messages."""
         flat = [k for row in hex_keys for k in row]
         blobs = self._read(args=[prefix, horizon, SAMPLE_PER_BUCKET, *flat])
         sizes = _numbers(blobs[0]).reshape(len(sigs), BANDS)
@@ -217,7 +230,7 @@ class RedisFloodDetector:
         counts = []
         for m, (sig, sig_keys) in enumerate(zip(sigs, keys, strict=True)):
             first, last = int(ends[m * BANDS] - read[m * BANDS]), int(ends[(m + 1) * BANDS - 1])
-            remote, _ = near_duplicate_count(
+            count, _ = near_duplicate_count(
                 sig,
                 sig_keys,
                 sizes[m],
@@ -227,14 +240,7 @@ class RedisFloodDetector:
                 cand_keys,
                 self.min_agree,
             )
-            # Earlier messages of this chunk are not in Redis yet: compared here, with an LSH band shared.
-            earlier = (sigs[:m] == sig).sum(axis=1) >= self.min_agree
-            earlier &= (keys[:m] == sig_keys).any(axis=1)
-            counts.append(remote + int(earlier.sum()))
-        pairs = zip(sigs, hex_keys, strict=True)
-        values_out = [sig.astype("<u4").tobytes() + "".join(row).encode("ascii") for sig, row in pairs]
-        ttl = int(np.ceil(self.window_s)) + 60  # a little past the window: the cap can still find what it removes
-        self._write(args=[prefix, f"{now:.6f}", horizon, self.max_tracked, ttl, *values_out])
+            counts.append(count)
         return counts
 
     # -- outage bookkeeping: one log line when an outage starts, one when it ends ----------------
