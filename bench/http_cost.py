@@ -174,8 +174,16 @@ class Server:
             if not raw.exists():
                 print("py-spy wrote no samples (it needs ptrace rights)", flush=True)
                 return None
-            shares, samples, top = split(raw.read_text(encoding="utf-8"), self.proc.pid)
-        return {"samples": samples, "parts_share": shares, "top_frames": top}
+            text = raw.read_text(encoding="utf-8")
+            shares, samples, top = split(text, self.proc.pid)
+            other_shares, other_samples, other_top = split(text, self.proc.pid, others=True)
+        return {
+            "samples": samples,
+            "parts_share": shares,
+            "top_frames": top,
+            # The model thread, tokenising of calls over 8 messages, the flood detector's thread.
+            "other_threads": {"samples": other_samples, "parts_share": other_shares, "top_frames": other_top},
+        }
 
 
 def main() -> None:
@@ -278,6 +286,13 @@ def print_report(r: dict) -> None:
         print("  innermost frames with the most samples (ms per call):")
         for frame, share in p["top_frames"][:12]:
             print(f"    {share * loop_ms:7.3f}  {frame[-110:]}")
+        other = p.get("other_threads")
+        if other and other["samples"]:
+            cpu = r["http"]["this"][size]
+            other_ms = cpu["model_thread_cpu_ms_per_call"] + cpu["other_threads_cpu_ms_per_call"]
+            print(f"other threads, {size}: {other_ms:.3f} ms CPU per call, {other['samples']} samples")
+            for part, share in other["parts_share"].items():
+                print(f"  {part:<48}{share * other_ms:7.3f} ms {share:6.1%}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics (prometheus_client)", ("/prometheus_client/", "service/metrics.py")),
     ("middleware (RequestGuard: id, key, limits)", ("service/http/middleware.py", "service/http/auth.py")),
     ("flood detection", ("service/features/flood",)),
-    ("tokenising", ("service/model/encoding.py", "/tokenizers/", "/transformers/", "_backend.py")),
+    ("model forward", ("Backend.forward (", "Backend.logits (", "Backend.inputs (")),
+    ("tokenising", ("service/model/encoding.py", "/tokenizers/", "/transformers/", "Backend.encode (")),
     ("queue and batching (Infer)", ("service/core/infer.py", "service/model/batching.py", "service/model/check.py")),
     ("handler (routes, scores, decisions)", ("service/http/", "service/model/scoring.py", "service/core/")),
     ("framework (starlette, fastapi)", ("/starlette/", "/fastapi/", "/anyio/")),
@@ -33,6 +34,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
 LOOP = "event loop itself (asyncio/uvloop)"
 LOOP_FRAMES = ("/asyncio/", "uvloop")
 OTHER = "other"
+IDLE_WORKER = "_worker ("  # concurrent.futures' pool thread, innermost: blocked in its queue's get()
 
 
 def part_of(stack: list[str]) -> str:
@@ -43,18 +45,21 @@ def part_of(stack: list[str]) -> str:
     return LOOP if any(n in frame for frame in stack for n in LOOP_FRAMES) else OTHER
 
 
-def split(raw: str, thread_id: int) -> tuple[dict[str, float], int, list[tuple[str, float]]]:
+def split(raw: str, thread_id: int, others: bool = False) -> tuple[dict[str, float], int, list[tuple[str, float]]]:
     """(share per part, samples, the 15 innermost frames with the most samples) of `thread_id`'s
-    samples in py-spy's raw output (`--format raw --threads --full-filenames`)."""
+    samples (with `others`: of every other thread's) in py-spy's raw output (`--format raw --threads
+    --full-filenames`)."""
     parts: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     label = f"thread ({thread_id})"
     for line in raw.splitlines():
         stack_text, _, count = line.rpartition(" ")
         frames = stack_text.split(";")
-        if not frames or not frames[0].startswith(label) or not count.isdigit():
+        if not frames or not count.isdigit() or frames[0].startswith(label) == others:
             continue
         stack = frames[1:]
+        if stack and stack[-1].startswith(IDLE_WORKER):
+            continue  # a pool thread blocked on its queue: py-spy misses that it waits for work
         parts[part_of(stack)] += int(count)
         if stack:
             leaves[stack[-1]] += int(count)
