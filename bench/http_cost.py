@@ -101,7 +101,8 @@ class Server:
             SARING_REQUEST_TIMEOUT_S="60",
         )
         command = ["-m", "service"]
-        if workers > 1:  # uvicorn's own multi-process mode: one app (and one model copy) per worker
+        if workers > 1:  # uvicorn's own multi-process mode: one app (and one model copy) per worker.
+            # Under uvicorn's CLI saring's JSON logging is not configured: no access line (~0.04 ms a call).
             command = ["-m", "uvicorn", "--factory", "service.http.app:create_app", "--workers", str(workers)]
             command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
         self.proc = subprocess.Popen([sys.executable, *command], env=env, stdout=subprocess.DEVNULL, cwd=root)
