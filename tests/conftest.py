@@ -2,48 +2,34 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from training_fixtures import session_messages, session_trained, torch_threads
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
-from make_messages import PLACES, make_messages, write_jsonl  # noqa: E402
-from training_fixtures import session_messages, session_trained  # noqa: E402
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train and score on one thread: two threads on a busy 2-core machine are ~10x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
-    return {
-        "train": write_jsonl(make_messages(40, places=PLACES[:14]), root / "train.jsonl"),
-        "test": write_jsonl(make_messages(10, places=PLACES[14:]), root / "test.jsonl"),
-    }
+    """The training and test files the session's tiny model was trained and tested on."""
+    data = session_messages(tmp_path_factory)
+    return {"train": data.train, "test": data.test}
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: dict[str, Path]) -> Path:
-    """A complete saring model folder (scratch:tiny), trained once per test session."""
-    from training.train import main
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one complete saring model folder (scratch:tiny) of the test session, trained once.
 
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    main(
-        [
-            "--model_name_or_path", "scratch:tiny",
-            "--train_file", str(tiny_data["train"]),
-            "--test_file", str(tiny_data["test"]),
-            "--output_dir", str(out),
-            "--num_train_epochs", "15",
-            "--learning_rate", "5e-3",
-            "--use_cpu", "true",
-            "--early_stopping_patience", "0",
-            "--disable_tqdm", "true",
-            "--save_strategy", "no",
-            "--load_best_model_at_end", "false",
-        ]
-    )  # fmt: skip
-    return out
+    Tests must not modify it: copy it first (shutil.copytree) to change anything.
+    """
+    return session_trained(tmp_path_factory).folder
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parent.parent
-# The repository root (service/, training/) for runs without pytest's pythonpath setting.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from service.logs import JsonFormatter
+from service.settings import Settings
 
-from service.logs import JsonFormatter  # noqa: E402
-from service.settings import Settings  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 # Texts the tiny model (tests/fixtures/make_messages.py) learned, one per category.
 ADUAN = "jalan di desa bandung rusak parah mohon diperbaiki"

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # pytest puts only tests/ on sys.path; the packages live in the root
-    sys.path.insert(0, str(ROOT))
+from service.model.folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file
+from training.export import MAX_F1_DROP, f1_gate
 
-from service.model.folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file  # noqa: E402
-from training.export import MAX_F1_DROP, f1_gate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FP32_ATOL = 1e-4
 INT8_MIN_ARGMAX_AGREEMENT = 0.9

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from make_messages import make_messages
 from service_fixtures import make_settings
-from training_fixtures import PYTHON, ROOT, one_torch_thread, read_jsonl, subprocess_env  # noqa: F401
+from training_fixtures import PYTHON, ROOT, read_jsonl, subprocess_env
 
 from service.http.app import create_app
 from training.score import main as score_main

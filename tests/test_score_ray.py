@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 from make_messages import make_messages
-from training_fixtures import one_torch_thread, read_jsonl  # noqa: F401
+from training_fixtures import read_jsonl
 
 from training.score import main as score_main
 from training.score_ray import start_local_ray

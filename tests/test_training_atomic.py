@@ -11,13 +11,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     PYTHON,
     ROOT,
     SimulatedKill,
     folder_digest,
     model_like_folders,
-    one_torch_thread,
     subprocess_env,
     train_argv,
 )

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import softmax
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     CATEGORIES,
-    one_torch_thread,
     read_jsonl,
     train_argv,
 )

@@ -9,11 +9,10 @@ import subprocess
 import time
 
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     PYTHON,
     ROOT,
     TORCHRUN,
-    one_torch_thread,
     subprocess_env,
     train_argv,
 )

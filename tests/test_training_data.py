@@ -7,11 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     CATEGORIES,
     PLACES,
     make_messages,
-    one_torch_thread,
     read_jsonl,
     train_argv,
     write_csv,

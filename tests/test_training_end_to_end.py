@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     CATEGORIES,
     PLACES,
     make_messages,
-    one_torch_thread,
     read_jsonl,
     write_csv,
     write_jsonl,

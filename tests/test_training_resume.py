@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
-    one_torch_thread,
+from training_fixtures import (
     train_argv,
 )
 from transformers import TrainerCallback

@@ -8,9 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     folder_digest,
-    one_torch_thread,
     train_argv,
 )
 

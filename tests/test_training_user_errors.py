@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from training_fixtures import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+from training_fixtures import (
     CATEGORIES,
     PLACES,
     PYTHON,
     ROOT,
     make_messages,
-    one_torch_thread,
     subprocess_env,
     train_argv,
     write_csv,

@@ -11,22 +11,15 @@ import csv
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from make_messages import PLACES, make_messages, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-# `.venv/bin/pytest` puts only tests/ on sys.path; the packages under test live in the repo root.
-for entry in (str(ROOT), str(ROOT / "tests" / "fixtures")):
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
-
-from make_messages import PLACES, make_messages, write_jsonl  # noqa: E402
-
 PYTHON = ROOT / ".venv" / "bin" / "python"
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
 CATEGORIES = ["aduan", "bukan_aduan", "iseng", "spam"]
@@ -42,16 +35,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models train on one thread: two threads on a busy 2-core machine are ~10x slower.
-
-    Import it into a test module (unused name) to apply it to that module's tests only.
-    """
-    with torch_threads(1):
-        yield
 
 
 def train_argv(train: Path | list[Path], out: Path, *extra: str, epochs: int = 15) -> list[str]:
