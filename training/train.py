@@ -352,23 +352,24 @@ def run(
     logger.info("labels %s (%s); learning rate %g", data_args.labels, roles, training_args.learning_rate)
 
     prepare_work_dir(work_dir, final_dir, training_args)
+    # What finalise's steps share; the training below fills in the trainer (or the frozen heads).
+    run_record = Run(
+        trainer=None,
+        tokenizer=None,
+        splits=splits,
+        extra=extra,
+        train_metrics={},
+        model_args=model_args,
+        data_args=data_args,
+        calib_args=calib_args,
+        training_args=training_args,
+        final_dir=final_dir,
+        shown_dir=shown_dir,
+    )
     if model_args.method == "frozen_heads":  # no Trainer: the encoder stays as it is (training/frozen.py)
         from training.frozen import run_frozen_heads
 
-        record = Run(
-            trainer=None,
-            tokenizer=None,
-            splits=splits,
-            extra=extra,
-            train_metrics={},
-            model_args=model_args,
-            data_args=data_args,
-            calib_args=calib_args,
-            training_args=training_args,
-            final_dir=final_dir,
-            shown_dir=shown_dir,
-        )
-        return run_frozen_heads(record, work_dir)
+        return run_frozen_heads(run_record, work_dir)
     tokenizer, model = load_base(model_args, data_args, splits["train"].texts, work_dir, training_args)
     trainer = build_trainer(model, tokenizer, splits, data_args, training_args)
     train_metrics = train(trainer, training_args, work_dir)
@@ -380,21 +381,9 @@ def run(
             raise UserError("rank 0 failed writing the model folder (see its error); nothing was written") from None
         return None
 
-    measure = seed_spread(model_args, data_args, training_args, splits, work_dir) if training_args.seed_spread else None
-    run_record = Run(
-        trainer=trainer,
-        tokenizer=tokenizer,
-        splits=splits,
-        extra=extra,
-        train_metrics=train_metrics,
-        model_args=model_args,
-        data_args=data_args,
-        calib_args=calib_args,
-        training_args=training_args,
-        final_dir=final_dir,
-        shown_dir=shown_dir,
-        measure_seed_spread=measure,
-    )
+    run_record.trainer, run_record.tokenizer, run_record.train_metrics = trainer, tokenizer, train_metrics
+    if training_args.seed_spread:
+        run_record.measure_seed_spread = seed_spread(model_args, data_args, training_args, splits, work_dir)
     try:
         folder = finalise(run_record)
     except WeakModelError:
