@@ -135,3 +135,11 @@ def test_train_method_frozen_heads_writes_a_served_folder(base_dir: Path, tmp_pa
     assert (out / "README.md").is_file() and not (out.parent / ".model.work").exists()
     probs, _ = predict(TorchBackend(out, device="cpu"), ["slot gacor maxwin daftar sekarang"])
     assert probs.shape == (1, 4) and abs(probs.sum() - 1) < 1e-9
+
+
+def test_onnx_export_refuses_a_frozen_folder_with_a_reason(fitted, capsys: pytest.CaptureFixture) -> None:
+    from training.__main__ import main
+
+    _, folder = fitted
+    assert main(["export", "--model", str(folder)]) == 2
+    assert "frozen-encoder folder" in capsys.readouterr().err

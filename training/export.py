@@ -178,6 +178,12 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
         sidecar = read_sidecar(folder)
     except ModelFolderError as exc:
         raise UserError(str(exc)) from None
+    if sidecar.heads:
+        raise UserError(
+            f"{folder} is a frozen-encoder folder (--method frozen_heads): its TF-IDF head runs on the text, "
+            "outside any ONNX graph, so export covers fine-tuned sequence-classification folders only; "
+            "serve it with SARING_BACKEND=torch (SARING_DTYPE=bf16 is the CPU fast path for it)"
+        )
     torch_backend = TorchBackend(folder, device="cpu", verify_weights=False)
     texts, y_true = list(SAMPLE_TEXTS), None
     if args.data:
