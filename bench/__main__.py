@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from bench.server import wait_ready
 from bench.texts import ROOT, message_mix
 
 RESULTS = ROOT / "bench" / "results"
@@ -125,18 +125,8 @@ def start_server(model_dir: Path, backend_kind: str, port: int, dtype: str = "au
         SARING_REQUEST_TIMEOUT_S="60",
     )
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start-up")
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server not ready within 180 s")
+    wait_ready(proc, f"http://127.0.0.1:{port}")
+    return proc
 
 
 def load(url: str, **kwargs) -> dict:

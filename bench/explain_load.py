@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.__main__ import RESULTS, free_port, machine
 from bench.bert_base import build_bert_base_folder
+from bench.server import wait_ready
 from bench.texts import ROOT, message_mix
 
 
@@ -49,18 +48,8 @@ def start_server(
     if explain_batch_tokens:
         env["SARING_EXPLAIN_BATCH_TOKENS"] = str(explain_batch_tokens)
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start-up")
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server not ready within 180 s")
+    wait_ready(proc, f"http://127.0.0.1:{port}")
+    return proc
 
 
 def load_process(url: str, **kwargs) -> subprocess.Popen:

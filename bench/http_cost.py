@@ -37,6 +37,7 @@ import numpy as np
 from bench.__main__ import RESULTS, free_port, in_process, load, machine
 from bench.proc_cpu import is_event_loop, server_cpu
 from bench.profile_split import split
+from bench.server import wait_ready
 from bench.texts import ROOT, message_mix
 
 SIZES = {"b1": 1, "b16": 16}
@@ -109,17 +110,7 @@ class Server:
         self.tallies = {size: Tally() for size in SIZES}
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited during start-up")
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} server not ready within 180 s")
+        wait_ready(self.proc, self.base, f"{self.name} server")
 
     def stop(self) -> None:
         self.proc.terminate()
