@@ -165,11 +165,75 @@ def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run_export(args: ExportArguments, columns: LabelledDataArguments | None = None) -> int:
-    from service.model.torch_backend import TorchBackend
+def _check_texts(args: ExportArguments, sidecar: Sidecar, columns: LabelledDataArguments):
+    """The texts both models are compared on (labelled data first, when given) and their true label ids."""
+    if not args.data:
+        return list(SAMPLE_TEXTS), None
+    from training.evaluate import load_labelled
+
+    split = load_labelled("check", args.data, sidecar, columns)
+    index = {label: i for i, label in enumerate(sidecar.labels)}
+    return split.texts + list(SAMPLE_TEXTS), np.array([index[label] for label in split.labels])
+
+
+def _int8_verdict(args: ExportArguments, sidecar: Sidecar, reference: np.ndarray, probs: np.ndarray, y_true):
+    """The int8 check against torch on the labelled rows: (check record, accepted?)."""
     from training.metrics import classification_figures
 
-    columns = columns or LabelledDataArguments()
+    n = len(y_true)
+    f1_torch = classification_figures(y_true, reference[:n].argmax(1), sidecar.labels)["macro_f1"]
+    f1_int8 = classification_figures(y_true, probs[:n].argmax(1), sidecar.labels)["macro_f1"]
+    gate = f1_gate(f1_torch, f1_int8, args.max_f1_drop)
+    check = {"data": args.data, **_check_figures(reference[:n], probs[:n]), **gate}
+    if Path(args.data).is_file():
+        check["data_sha256"] = sha256_file(Path(args.data))
+    print(
+        f"int8 vs torch on {args.data} (n={n}): macro-F1 {gate['macro_f1_torch']:.4f} -> "
+        f"{gate['macro_f1_int8']:.4f} (drop {gate['drop']:+.4f}, allowed {args.max_f1_drop}); "
+        f"argmax agreement {check['argmax_agreement']:.1%}"
+    )
+    return check, gate["accepted"]
+
+
+def _publish_export(
+    args: ExportArguments,
+    folder: Path,
+    sidecar: Sidecar,
+    names: list[str],
+    fp32_check: dict[str, Any],
+    tmp: tuple[Path, Path],
+    int8_entry: dict[str, Any] | None,
+) -> tuple[Path, Path]:
+    """Files first, the sidecar record last; an int8 file is kept only when it is (still) recorded."""
+    tmp_fp32, tmp_int8 = tmp
+    final_fp32, final_int8 = folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8"]
+    publish(tmp_fp32, final_fp32)
+    weights_sha = sidecar.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
+    previous = sidecar.onnx if sidecar.onnx.get("source_weights_sha256") == weights_sha else {}
+    record: dict[str, Any] = {
+        "source_weights_sha256": weights_sha,
+        "opset": args.opset,
+        "inputs": names,
+        "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {_torch_version()}",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "fp32": {"file": ONNX_FILES["fp32"], "sha256": sha256_file(final_fp32), "check": fp32_check},
+    }
+    if int8_entry:
+        publish(tmp_int8, final_int8)
+        record["int8"] = {**int8_entry, "sha256": sha256_file(final_int8)}
+    elif not args.int8 and "int8" in previous and final_int8.is_file():
+        record["int8"] = previous["int8"]  # same weights: the accepted int8 model still holds
+    else:
+        final_int8.unlink(missing_ok=True)  # never leave an unrecorded int8 file behind
+    sidecar.onnx = record
+    write_sidecar_atomic(folder, sidecar)
+    return final_fp32, final_int8
+
+
+def run_export(args: ExportArguments, columns: LabelledDataArguments | None = None) -> int:
+    """Export fp32 (checked against torch), optionally int8 (kept only if macro-F1 holds), then record both."""
+    from service.model.torch_backend import TorchBackend
+
     folder = Path(args.model)
     if args.int8 and not args.data:
         print("--int8 needs --data FILE: the int8 model is only kept if its macro-F1 on labelled data holds up")
@@ -184,20 +248,12 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
             "outside any ONNX graph, so export covers fine-tuned sequence-classification folders only; "
             "serve it with SARING_BACKEND=torch (SARING_DTYPE=bf16 is the CPU fast path for it)"
         )
-    torch_backend = TorchBackend(folder, device="cpu", verify_weights=False)
-    texts, y_true = list(SAMPLE_TEXTS), None
-    if args.data:
-        from training.evaluate import load_labelled
-
-        split = load_labelled("check", args.data, sidecar, columns)
-        index = {label: i for i, label in enumerate(sidecar.labels)}
-        y_true = np.array([index[label] for label in split.labels])
-        texts = split.texts + texts
+    texts, y_true = _check_texts(args, sidecar, columns or LabelledDataArguments())
 
     def score(backend: Any) -> np.ndarray:
         return predict(backend, texts, max_batch_size=args.batch_size)[0]
 
-    reference = score(torch_backend)
+    reference = score(TorchBackend(folder, device="cpu", verify_weights=False))
     pid = os.getpid()
     tmp_fp32, tmp_int8 = folder / f".model.onnx.tmp-{pid}", folder / f".model.int8.onnx.tmp-{pid}"
     try:
@@ -207,52 +263,18 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
         if fp32_check["max_abs_diff"] > FP32_MAX_ABS_DIFF:
             print(f"export refused: fp32 ONNX differs from torch by more than {FP32_MAX_ABS_DIFF}; nothing written")
             return 1
-
         int8_entry, refused = None, None
         if args.int8:
             quantization = quantize_int8(tmp_fp32, tmp_int8)
             probs = score(OnnxBackend(folder, onnx_path=tmp_int8, verify_weights=False))
-            n = len(y_true)
-            labels = sidecar.labels
-            f1_torch = classification_figures(y_true, reference[:n].argmax(1), labels)["macro_f1"]
-            f1_int8 = classification_figures(y_true, probs[:n].argmax(1), labels)["macro_f1"]
-            gate = f1_gate(f1_torch, f1_int8, args.max_f1_drop)
-            check = {"data": args.data, **_check_figures(reference[:n], probs[:n]), **gate}
-            if Path(args.data).is_file():
-                check["data_sha256"] = sha256_file(Path(args.data))
-            print(
-                f"int8 vs torch on {args.data} (n={n}): macro-F1 {gate['macro_f1_torch']:.4f} -> "
-                f"{gate['macro_f1_int8']:.4f} (drop {gate['drop']:+.4f}, allowed {args.max_f1_drop}); "
-                f"argmax agreement {check['argmax_agreement']:.1%}"
-            )
-            if gate["accepted"]:
+            check, accepted = _int8_verdict(args, sidecar, reference, probs, y_true)
+            if accepted:
                 int8_entry = {"file": ONNX_FILES["int8"], "quantization": quantization, "check": check}
             else:
                 refused = check
-
-        # Publish: files first, the sidecar record last.
-        final_fp32 = folder / ONNX_FILES["fp32"]
-        publish(tmp_fp32, final_fp32)
-        weights_sha = sidecar.weights_sha256 or sha256_file(folder / WEIGHTS_NAME)
-        previous = sidecar.onnx if sidecar.onnx.get("source_weights_sha256") == weights_sha else {}
-        record: dict[str, Any] = {
-            "source_weights_sha256": weights_sha,
-            "opset": args.opset,
-            "inputs": names,
-            "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch {_torch_version()}",
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "fp32": {"file": ONNX_FILES["fp32"], "sha256": sha256_file(final_fp32), "check": fp32_check},
-        }
-        final_int8 = folder / ONNX_FILES["int8"]
-        if int8_entry:
-            publish(tmp_int8, final_int8)
-            record["int8"] = {**int8_entry, "sha256": sha256_file(final_int8)}
-        elif not args.int8 and "int8" in previous and final_int8.is_file():
-            record["int8"] = previous["int8"]  # same weights: the accepted int8 model still holds
-        else:
-            final_int8.unlink(missing_ok=True)  # never leave an unrecorded int8 file behind
-        sidecar.onnx = record
-        write_sidecar_atomic(folder, sidecar)
+        final_fp32, final_int8 = _publish_export(
+            args, folder, sidecar, names, fp32_check, (tmp_fp32, tmp_int8), int8_entry
+        )
     finally:
         tmp_fp32.unlink(missing_ok=True)
         tmp_int8.unlink(missing_ok=True)
