@@ -159,3 +159,14 @@ def test_sigkill_while_replacing_an_existing_folder_keeps_the_old_one(tmp_path, 
     (staging,) = out.parent.glob(".m.partial-*")
     assert (staging / "metrics.json").is_file()  # it got as far as the model card
     assert_refused(staging)
+
+
+def test_published_files_are_readable_by_the_serving_user(tmp_path):
+    """safetensors writes 0600; a service running as another user must still read a built folder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    target = tmp_path / "model"
+    with atomic_folder(target) as staging:
+        save_file({"w": np.zeros(2, dtype=np.float32)}, str(staging / "model.safetensors"))
+    assert (target / "model.safetensors").stat().st_mode & 0o777 == 0o644

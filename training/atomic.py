@@ -51,9 +51,15 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 
 
 def _fsync_tree(folder: Path) -> None:
-    """Flush file contents before the rename, so a power cut cannot publish empty files."""
+    """Flush file contents before the rename, so a power cut cannot publish empty files.
+
+    Every file also gets the ordinary 0644: safetensors writes weights as 0600, and a service running
+    as another user (the container's `saring` user reading a mounted models folder) could then not
+    read the weights it is told to serve.
+    """
     for path in folder.rglob("*"):
         if path.is_file():
+            path.chmod(0o644)
             with path.open("rb") as fh:
                 os.fsync(fh.fileno())
 
