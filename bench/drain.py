@@ -26,6 +26,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "fixtures"):
 
 from service_fixtures import ADUAN, running_server  # noqa: E402
 
+from bench.results import write_results  # noqa: E402
 from bench.scaleout import ensure_model  # noqa: E402
 from service.settings import default_of  # noqa: E402
 
@@ -90,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results(result, args.output)
     return 0
 
 

@@ -36,6 +36,7 @@ from engine_fixtures import nginx_server, postgres_server, redis_server  # noqa:
 from service_fixtures import running_server  # noqa: E402
 
 from bench.flood import build_stream  # noqa: E402
+from bench.results import write_results  # noqa: E402
 from service.features.flood import FloodDetector  # noqa: E402
 from service.features.flood_redis import RedisFloodDetector  # noqa: E402
 
@@ -220,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             result["kill_burst"] = kill_burst(model, logs, args)
     result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results(result, args.output)
     return 0
 
 

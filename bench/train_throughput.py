@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import random
 import sys
 import time
 from pathlib import Path
+
+from bench.results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -200,8 +201,7 @@ def main() -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_results(report, args.output)
     print(f"wrote {args.output}")
     return 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bench.results import write_results
 from bench.texts import ROOT
 from training.baseline import train_baseline
 from training.calibration import reject_threshold
@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             f"reject t={r['reject_threshold_held_out_writers']:.3f} ({r['seconds']} s)",
             flush=True,
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_results(results, args.output)
     return 0
 
 
