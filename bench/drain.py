@@ -26,7 +26,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "fixtures"):
 
 from service_fixtures import ADUAN, running_server  # noqa: E402
 
-from bench.results import write_results  # noqa: E402
+from bench.report import write_results  # noqa: E402
 from bench.scaleout import ensure_model  # noqa: E402
 from service.settings import default_of  # noqa: E402
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import write_results
+from bench.report import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -36,7 +36,7 @@ from engine_fixtures import nginx_server, postgres_server, redis_server  # noqa:
 from service_fixtures import running_server  # noqa: E402
 
 from bench.flood import build_stream  # noqa: E402
-from bench.results import write_results  # noqa: E402
+from bench.report import write_results  # noqa: E402
 from service.features.flood import FloodDetector  # noqa: E402
 from service.features.flood_redis import RedisFloodDetector  # noqa: E402
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.results import write_results
+from bench.report import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

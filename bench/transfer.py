@@ -29,7 +29,7 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bench.results import write_results
+from bench.report import write_results
 from bench.texts import ROOT
 from training.baseline import train_baseline
 from training.calibration import reject_threshold
