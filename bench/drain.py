@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "outcomes": outcomes,
         }
     result["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(result, indent=2))
-    write_results(result, args.output)
+    write_results(result, args.output, show=True)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import sys
 import time
@@ -366,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "flood.json")
     args = parser.parse_args(argv)
     result = measure(args)
-    print(json.dumps(result, indent=2))
-    write_results(result, args.output)
+    write_results(result, args.output, show=True)
     return 0
 
 

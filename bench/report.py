@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
-def write_results(results: Any, path: Path) -> Path:
-    """Write `results` as indented JSON to `path`, creating its folder."""
+def write_results(results: Any, path: Path, show: bool = False) -> Path:
+    """Write `results` as indented JSON to `path`, creating its folder (and print it when `show`)."""
+    text = json.dumps(results, indent=2)
+    if show:
+        print(text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    path.write_text(text + "\n", encoding="utf-8")
     return path

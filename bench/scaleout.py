@@ -220,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "kill"):
             result["kill_burst"] = kill_burst(model, logs, args)
     result["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(result, indent=2))
-    write_results(result, args.output)
+    write_results(result, args.output, show=True)
     return 0
 
 

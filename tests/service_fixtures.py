@@ -196,3 +196,23 @@ def running_server(model_dir: Path, log_dir: Path, startup_s: float = 90.0, **en
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
+
+
+def post_verdicts_concurrently(url: str, n: int, prefix: str, workers: int) -> tuple[list[int], set[str]]:
+    """POST n verdicts at once; every 4th repeats one (id, label), of which exactly one may create it.
+
+    Returns the statuses and the message ids that must then be stored (the durability checks of both
+    feedback databases).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i: int) -> int:
+        if i % 4 == 0:
+            body = {"id": f"{prefix}same", "text": SPAM, "label": "spam"}
+        else:
+            body = {"id": f"{prefix}{i}", "text": f"pesan {i}", "label": ["aduan", "bukan_aduan", "iseng"][i % 4 - 1]}
+        return httpx.post(f"{url}/v1/feedback", json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        statuses = list(pool.map(send, range(n)))
+    return statuses, {f"{prefix}{i}" for i in range(n) if i % 4} | {f"{prefix}same"}

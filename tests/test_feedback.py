@@ -7,13 +7,19 @@ import os
 import signal
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import ADUAN, SPAM, assert_error_shape, json_log_lines, make_settings, running_server
+from service_fixtures import (
+    ADUAN,
+    assert_error_shape,
+    json_log_lines,
+    make_settings,
+    post_verdicts_concurrently,
+    running_server,
+)
 from training_fixtures import read_jsonl, torch_threads, train_argv
 
 from service.features.feedback import FeedbackStore, database_url
@@ -117,22 +123,12 @@ def test_a_database_failure_is_a_503_never_a_2xx(tiny_model_dir: Path, tmp_path:
 def test_concurrent_feedback_loses_nothing(tiny_model_dir: Path, tmp_path: Path, db: Path) -> None:
     n = 200
     with running_server(tiny_model_dir, tmp_path, feedback_db_path=str(db)) as server:
-
-        def send(i: int) -> int:
-            # Every 4th call repeats one verdict: of those 50, exactly one may create it.
-            if i % 4 == 0:
-                body = {"id": "same", "text": SPAM, "label": "spam"}
-            else:
-                body = {"id": f"m{i}", "text": f"pesan {i}", "label": ["aduan", "bukan_aduan", "iseng"][i % 4 - 1]}
-            return httpx.post(f"{server.url}/v1/feedback", json=body, timeout=60).status_code
-
-        with ThreadPoolExecutor(max_workers=50) as pool:
-            statuses = list(pool.map(send, range(n)))
+        statuses, expected = post_verdicts_concurrently(server.url, n, "m", workers=50)
     assert statuses.count(201) == n - n // 4 + 1, statuses
     assert statuses.count(200) == n // 4 - 1
     rows = stored(db)
     assert len(rows) == n - n // 4 + 1
-    assert {r[0] for r in rows} == {f"m{i}" for i in range(n) if i % 4} | {"same"}
+    assert {r[0] for r in rows} == expected
 
 
 @pytest.mark.slow

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from engine_fixtures import PostgresServer, postgres_server
 from fastapi.testclient import TestClient
-from service_fixtures import ADUAN, SPAM, ServerProcess, make_settings, running_server
+from service_fixtures import ADUAN, SPAM, ServerProcess, make_settings, post_verdicts_concurrently, running_server
 
 from service.features.feedback import FeedbackStore
 from service.http.app import create_app
@@ -66,22 +65,12 @@ def test_the_api_stores_feedback_in_postgresql(pg: PostgresServer, tiny_model_di
 
 def test_concurrent_writers_lose_nothing(pg: PostgresServer, server: ServerProcess) -> None:
     n = 160
-
-    def send(i: int) -> int:
-        # Every 4th call repeats one verdict: of those 40, exactly one may create it.
-        if i % 4 == 0:
-            body = {"id": "cw-same", "text": SPAM, "label": "spam"}
-        else:
-            body = {"id": f"cw-{i}", "text": f"pesan {i}", "label": ["aduan", "bukan_aduan", "iseng"][i % 4 - 1]}
-        return httpx.post(f"{server.url}/v1/feedback", json=body, timeout=60).status_code
-
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        statuses = list(pool.map(send, range(n)))
+    statuses, expected = post_verdicts_concurrently(server.url, n, "cw-", workers=32)
     assert statuses.count(201) == n - n // 4 + 1, statuses
     assert statuses.count(200) == n // 4 - 1
     rows = stored(pg, "message_id LIKE 'cw-%'")
     assert len(rows) == n - n // 4 + 1
-    assert {r[0] for r in rows} == {f"cw-{i}" for i in range(n) if i % 4} | {"cw-same"}
+    assert {r[0] for r in rows} == expected
 
 
 def test_acknowledged_rows_survive_a_killed_database_and_service_recovers(
