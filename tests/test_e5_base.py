@@ -532,3 +532,12 @@ def test_precompiled_charsmap_maps_every_codepoint_as_the_engine(e5_file) -> Non
     # \x01 (deleted by the map) between them: no grapheme spans two, so each is looked up alone
     got = normaliser.normalize_str("".join("\x01" + chr(c) for c in codepoints))
     assert got == "".join("".join(map(chr, e5_file.norm.get(c, (c,)))) for c in codepoints)
+
+
+@pytest.mark.slow
+def test_served_encoder_equals_the_wrapper_on_the_e5_tokenizer(converted: Path) -> None:
+    from test_encoding import TEXTS, assert_same_as_wrapper
+
+    from service.model.encoding import TextEncoder
+
+    assert_same_as_wrapper(TextEncoder(converted, max_length=128, prefix=PREFIX), TEXTS)

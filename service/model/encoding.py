@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Regex, normalizers
+from tokenizers import Regex, Tokenizer, normalizers
 from transformers import AutoTokenizer
 
 logger = logging.getLogger("saring")
@@ -95,37 +95,49 @@ def load_tokenizer(model_dir: str | Path):
 
 
 class TextEncoder:
-    """A model folder's tokenizer, truncating to `fit_max_length(sidecar max_length)`."""
+    """A model folder's tokenizer, truncating to `fit_max_length(sidecar max_length)`.
+
+    Encodes and pads with the `tokenizers` engine and numpy directly: the `transformers` wrapper
+    around the same engine cost 0.26 ms per single-message call on the event loop (bench/http_cost.py)
+    and its `pad` runs on the model thread. Ids and truncation flags equal the wrapper's
+    (`truncation=True, max_length=...`), which training uses (tests/test_encoding.py).
+    """
 
     def __init__(self, model_dir: str | Path, max_length: int, prefix: str = "") -> None:
         self.tokenizer = load_tokenizer(model_dir)
         self.max_length = fit_max_length(max_length, self.tokenizer)
         # e5 reads "query: " before a text it embeds for classification; the sidecar says which prefix.
         self.prefix = prefix
+        # A copy, so the wrapper's own per-call truncation settings never meet ours.
+        self._engine = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self._engine.no_padding()
+        self._engine.enable_truncation(self.max_length)
+        self._pad_id = self.tokenizer.pad_token_id or 0
+        self._with_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self._pad_left = self.tokenizer.padding_side == "left"
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        enc = self.tokenizer(
-            [self.prefix + t for t in texts] if self.prefix else list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            return_overflowing_tokens=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        ids: list[list[int]] = []
-        truncated: list[bool] = []
-        # Overflow rows repeat a sample index; the first row per sample is the truncated text.
-        for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
-            if sample == len(ids):
-                ids.append(enc["input_ids"][row])
-                truncated.append(False)
-            else:
-                truncated[sample] = True
-        return Encoded(ids=ids, truncated=truncated)
+        rows = self._engine.encode_batch([self.prefix + t for t in texts] if self.prefix else list(texts))
+        # A truncated text keeps its cut-off tail in `overflowing`.
+        return Encoded(ids=[row.ids for row in rows], truncated=[bool(row.overflowing) for row in rows])
 
     def pad(self, batch: Sequence[Sequence[int]], return_tensors: str) -> dict[str, Any]:
-        """input_ids, attention_mask (and token_type_ids where the tokenizer has them), padded."""
-        return dict(self.tokenizer.pad({"input_ids": [list(ids) for ids in batch]}, return_tensors=return_tensors))
+        """input_ids, attention_mask (and token_type_ids where the model takes them), right-padded."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            span = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
+            input_ids[row, span] = ids
+            attention_mask[row, span] = 1
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._with_token_types:
+            arrays["token_type_ids"] = np.zeros_like(input_ids)
+        if return_tensors == "pt":
+            import torch
+
+            return {name: torch.from_numpy(array) for name, array in arrays.items()}
+        return arrays
 
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
