@@ -159,7 +159,7 @@ def main() -> int:
         sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.glob("model*")}
         print(f"export {export_s:.0f}s, int8 quantisation {quantize_s:.0f}s; sizes (MiB): {sizes}")
 
-        torch_fp32 = TorchBackend(folder, device="cpu", num_threads=args.threads)
+        torch_fp32 = TorchBackend(folder, device="cpu", num_threads=args.threads, dtype="fp32")
         lengths = [len(ids) for ids in torch_fp32.encode(texts).ids]
         results["messages"] = {
             "n": len(texts),
@@ -172,12 +172,12 @@ def main() -> int:
         print(f"messages: {results['messages']}")
 
         def torch_bf16():
-            backend = TorchBackend(folder, device="cpu", num_threads=args.threads)
+            backend = TorchBackend(folder, device="cpu", num_threads=args.threads, dtype="fp32")
             backend.model = backend.model.to(torch.bfloat16)
             return backend
 
         def torch_dynamic_int8():
-            backend = TorchBackend(folder, device="cpu", num_threads=args.threads)
+            backend = TorchBackend(folder, device="cpu", num_threads=args.threads, dtype="fp32")
             backend.model = torch.ao.quantization.quantize_dynamic(backend.model, {torch.nn.Linear}, dtype=torch.qint8)
             return backend
 

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="Torch backend precision. auto: bf16 (or fp16) on GPUs, fp32 on CPU; bf16 on a CPU with "
-        "AMX/AVX-512-BF16 is about 2-3x faster than fp32 (see bench/) at a small cost in agreement.",
+        description="Torch backend precision. auto: bf16 (or fp16) on GPUs; on CPU bf16 when the CPU computes "
+        "bf16 natively (AVX-512-BF16, AMX) and the folder passed its bf16 accuracy gate at training time "
+        "(saring.json `precision`), else fp32. bf16 is 1.6-1.7x faster than fp32 on AVX-512-BF16 (see bench/).",
     )
     num_threads: int | None = Field(
         None,

@@ -60,7 +60,7 @@ def exported(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory:
 def torch_backend(exported: Path):
     from service.model.torch_backend import TorchBackend
 
-    return TorchBackend(exported, device="cpu")
+    return TorchBackend(exported, device="cpu", dtype="fp32")  # the reference the export checks against
 
 
 # --- the F1 gate, with crafted numbers -------------------------------------------------------------

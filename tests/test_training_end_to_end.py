@@ -97,7 +97,7 @@ def test_transformers_pipeline_loads_folder_and_matches_backend(trained, message
     clf = pipeline("text-classification", model=str(trained.folder), top_k=None, device="cpu")
     outputs = clf(texts)
     by_pipeline = np.array([[{o["label"]: o["score"] for o in out}[label] for label in CATEGORIES] for out in outputs])
-    by_service, _ = predict(TorchBackend(trained.folder, device="cpu"), texts)
+    by_service, _ = predict(TorchBackend(trained.folder, device="cpu", dtype="fp32"), texts)  # as pipeline runs
     np.testing.assert_allclose(by_pipeline, by_service, atol=1e-4)
     assert np.allclose(by_pipeline.sum(axis=1), 1.0, atol=1e-5)
 

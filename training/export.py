@@ -33,10 +33,10 @@ from service.model.loading import predict
 from service.model.onnx_backend import ONNX_FILES, OnnxBackend
 from training.arguments import LabelledDataArguments
 from training.errors import UserError
+from training.metrics import MAX_F1_DROP, classification_figures, within_f1_drop
 
 logger = logging.getLogger("training")
 
-MAX_F1_DROP = 0.01
 FP32_MAX_ABS_DIFF = 1e-3
 OPSET = 17
 # Varied texts for the fp32 check even without --data: short, long (truncated), emoji, mixed case.
@@ -77,7 +77,7 @@ def f1_gate(f1_torch: float, f1_int8: float, max_drop: float = MAX_F1_DROP) -> d
         "macro_f1_int8": round(float(f1_int8), 6),
         "drop": round(float(drop), 6),
         "max_drop": max_drop,
-        "accepted": bool(drop <= max_drop + 1e-9),  # 1e-9: 0.85 - 0.84 is a hair above 0.01 in floats
+        "accepted": within_f1_drop(f1_torch, f1_int8, max_drop),
     }
 
 
@@ -178,8 +178,6 @@ def _check_texts(args: ExportArguments, sidecar: Sidecar, columns: LabelledDataA
 
 def _int8_verdict(args: ExportArguments, sidecar: Sidecar, reference: np.ndarray, probs: np.ndarray, y_true):
     """The int8 check against torch on the labelled rows: (check record, accepted?)."""
-    from training.metrics import classification_figures
-
     n = len(y_true)
     f1_torch = classification_figures(y_true, reference[:n].argmax(1), sidecar.labels)["macro_f1"]
     f1_int8 = classification_figures(y_true, probs[:n].argmax(1), sidecar.labels)["macro_f1"]
@@ -253,7 +251,7 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
     def score(backend: Any) -> np.ndarray:
         return predict(backend, texts, max_batch_size=args.batch_size)[0]
 
-    reference = score(TorchBackend(folder, device="cpu", verify_weights=False))
+    reference = score(TorchBackend(folder, device="cpu", verify_weights=False, dtype="fp32"))
     pid = os.getpid()
     tmp_fp32, tmp_int8 = folder / f".model.onnx.tmp-{pid}", folder / f".model.int8.onnx.tmp-{pid}"
     try:

@@ -101,7 +101,7 @@ def backend_of(run: Run, staging: Path):
     from service.model.torch_backend import TorchBackend
 
     # Weights unverified: the sidecar holds the sentinel checksum until `seal`.
-    return TorchBackend(staging, device=run.device, verify_weights=False)
+    return TorchBackend(staging, device=run.device, verify_weights=False, dtype="fp32")
 
 
 def probabilities(run: Run, staging: Path, split: Split) -> np.ndarray:
@@ -218,6 +218,24 @@ def evaluate_sets(run: Run, staging: Path, sidecar: Sidecar) -> dict[str, Any]:
     return metrics
 
 
+def check_bf16_gate(run: Run, staging: Path, sidecar: Sidecar, metrics: dict[str, Any]) -> None:
+    """Every evaluated set again in bf16: recorded in the sidecar (SARING_DTYPE=auto reads it) and metrics."""
+    from training.precision import check_bf16
+
+    sets = [s for s in (run.splits["validation"], run.splits.get("test"), *run.extra) if s is not None]
+    record = check_bf16(
+        staging,
+        [(s.name, s.texts, run.label_ids(s)) for s in sets],
+        {s.name: probabilities(run, staging, s) for s in sets},
+        run.labels,
+        device=run.device,
+    )
+    sidecar.precision = {"bf16": record}
+    metrics["precision"] = sidecar.precision
+    worst = min(s["macro_f1_bf16"] - s["macro_f1_fp32"] for s in record["sets"].values())
+    logger.info("bf16 gate: %s (worst macro-F1 change %+.4f)", "passed" if record["accepted"] else "failed", worst)
+
+
 def sanity_problems(metrics: dict[str, Any], sidecar: Sidecar) -> list[str]:
     """Why a model is useless, if it is: near-chance validation macro-F1, or no usable decision rule."""
     problems = []
@@ -291,6 +309,7 @@ def finalise(run: Run) -> Path:
         weights_sha = stamp(run, staging, sidecar, calibration)
         metrics = evaluate_sets(run, staging, sidecar)
         check_sanity(run, metrics, sidecar)
+        check_bf16_gate(run, staging, sidecar, metrics)
         if run.measure_seed_spread is not None:  # after the gate: no point in re-training a useless run
             metrics["seed_spread"] = run.measure_seed_spread(metrics)
         add_baseline(run, metrics)

@@ -18,6 +18,14 @@ from sklearn.metrics import (
 from service.model.folder import Sidecar
 from service.model.scoring import ACCEPT, REJECT, REVIEW, decide, decision_counts, score_columns
 
+# A faster form of a model (ONNX int8, bf16) is accepted when its macro-F1 on each checked set is at
+# most this far below the full-precision model's (0.01 = 1 point).
+MAX_F1_DROP = 0.01
+
+
+def within_f1_drop(reference: float, candidate: float, max_drop: float = MAX_F1_DROP) -> bool:
+    return bool(reference - candidate <= max_drop + 1e-9)  # 1e-9: 0.85 - 0.84 is a hair above 0.01 in floats
+
 
 def classification_figures(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     ids = list(range(len(labels)))

@@ -45,6 +45,7 @@ class ModelCardRecord:
     rejected_name: str
     threshold_rows: list[list[str]]
     calibration_text: str
+    precision_text: str
     baseline_sets: list[str] = field(default_factory=list)
     baseline_rows: list[list[str]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
@@ -85,6 +86,22 @@ def _figure_rows(metrics: dict[str, Any], sets: list[str], labels: list[str], re
         rows.append([title, *(fmt.format(metrics[s]["decision_band"][key]) for s in sets)])
     rows.append(["rows", *(str(metrics[s]["n"]) for s in sets)])
     return rows
+
+
+def _precision_text(sidecar: Sidecar) -> str:
+    gate = sidecar.precision.get("bf16")
+    if not gate:
+        return "bf16 was not checked: the service serves this folder in fp32 on CPU."
+    sets = ", ".join(
+        f"{name} {s['macro_f1_fp32']:.3f} -> {s['macro_f1_bf16']:.3f} ({s['same_top_label']:.1%} same label)"
+        for name, s in gate["sets"].items()
+    )
+    verdict = (
+        "passed: `SARING_DTYPE=auto` serves bf16 on CPUs with native bf16 (AVX-512-BF16, AMX), fp32 elsewhere"
+        if gate["accepted"]
+        else f"failed (a macro-F1 drop above {gate['max_f1_drop']}): the service serves fp32 on CPU"
+    )
+    return f"bf16 accuracy gate {verdict}. Macro-F1 fp32 -> bf16: {sets}."
 
 
 def _calibration_text(sidecar: Sidecar) -> str:
@@ -152,6 +169,7 @@ def card_record(sidecar: Sidecar, metrics: dict[str, Any], training_args: Any, f
         rejected_name=rejected,
         threshold_rows=thresholds,
         calibration_text=_calibration_text(sidecar),
+        precision_text=_precision_text(sidecar),
         baseline_sets=list(baseline),
         baseline_rows=[
             ["this model", *(f"{metrics[n]['macro_f1']:.3f}" for n in baseline)],

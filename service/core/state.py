@@ -139,6 +139,7 @@ class AppState:
             "metrics": self.summary,
             "backend": self.settings.backend,
             "device": backend.device,
+            "precision": backend.precision,
             "model_dir": str(self.model_dir),
             "last_reload_error": self.last_reload_error,
         }

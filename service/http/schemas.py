@@ -93,6 +93,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="Summary of the folder's validation and test figures.")
     backend: str
     device: str
+    precision: str = Field(
+        description="What the forward computes in: fp32, bf16 or fp16 (torch); fp32 or int8 (onnx; file: a path given)."
+    )
     model_dir: str
     last_reload_error: str | None = Field(None, description="Why the last reload was refused, if it was.")
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # encoding imports transformers; the web layer must not
 class Backend(Protocol):
     sidecar: Sidecar
     device: str
+    precision: str  # what the forward computes in: fp32, bf16, fp16 (torch); fp32, int8 (ONNX)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Normalise and tokenise texts, truncating each to the model's max length."""

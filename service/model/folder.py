@@ -67,6 +67,10 @@ class Sidecar:
     heads: dict[str, Any] = field(default_factory=dict)
     # Prepended to every text before tokenising (e5 reads "query: "); empty for most models.
     text_prefix: str = ""
+    # Reduced-precision checks of these weights on the torch backend (training/precision.py):
+    # {"bf16": {"accepted": bool, "sets": {...}}}. SARING_DTYPE=auto serves bf16 on a CPU with native
+    # bf16 only when accepted. Empty: never checked, fp32 on CPU.
+    precision: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def model_label(self, label: str) -> str | None:
@@ -139,6 +143,7 @@ def _check_values(data: object, path: Path) -> None:
         "onnx": lambda v: isinstance(v, dict),
         "heads": lambda v: isinstance(v, dict),
         "text_prefix": lambda v: isinstance(v, str),
+        "precision": lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
         "label_map": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
         "libraries": lambda v: isinstance(v, dict),
     }

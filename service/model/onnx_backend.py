@@ -90,6 +90,7 @@ class OnnxBackend:
             self.variant, self.onnx_path = resolve_variant(self.model_dir, self.sidecar, variant, verify_weights)
         else:
             self.variant, self.onnx_path = "file", Path(onnx_path)
+        self.precision = self.variant  # fp32 or int8; "file" for an ONNX file given by path
         self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length)
         self.max_length = self.encoder.max_length
         self.session = make_session(self.onnx_path, num_threads)

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
-from service.model.folder import read_sidecar
+from service.model.folder import Sidecar, read_sidecar
 from service.model.heads import MeanPoolClassifier, TfidfHead, TokenIds, combine
 
 
@@ -22,12 +22,31 @@ def pick_device(device: str) -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str) -> torch.dtype:
-    """Half precision on GPUs; fp32 on CPU unless bf16 is asked for (a measured choice, see bench/)."""
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (x86 AVX-512-BF16 or AMX, Arm's BF16 extension).
+
+    Without it torch emulates bf16 and runs slower than fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # not Linux: stay on fp32
+            return False
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(value.split()))
+    return False
+
+
+def pick_dtype(dtype: str, device: str, sidecar: Sidecar | None = None) -> torch.dtype:
+    """Half precision on GPUs. On CPU fp32, or bf16 where the CPU computes it natively and the folder's
+    bf16 accuracy gate passed at training time (saring.json `precision`; training/precision.py)."""
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        accepted = bool(sidecar and sidecar.precision.get("bf16", {}).get("accepted"))
+        return torch.bfloat16 if accepted and cpu_has_native_bf16() else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
 
 
@@ -50,7 +69,8 @@ class TorchBackend:
         self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length, prefix=self.sidecar.text_prefix)
         self.tokenizer = self.encoder.tokenizer
         self.max_length = self.encoder.max_length
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = pick_dtype(dtype, self.device, self.sidecar)
+        self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
         heads = self.sidecar.heads
         self.text_head = TfidfHead(self.model_dir) if heads.get("text_head") else None
         self.text_weight = float(heads.get("text_head", {}).get("weight", 0.0))
