@@ -5,7 +5,7 @@ each backend asked for, it measures:
   1. in-process throughput (messages/s) through the service's own batching, on a realistic length mix;
   2. HTTP throughput and p50/p99 latency of /v1/score at concurrency 1, 8 and 32, single-message and
      16-message calls, with load from a separate process on 127.0.0.1 (bounded request counts);
-  3. the naive baseline: `transformers.pipeline` called once per message;
+  3. the naive baseline: `transformers.pipeline` called once per message (bench/naive.py);
   4. this machine's GEMM peak in the precision used, and the forward pass's achieved FLOP/s at batch 32;
   5. padded/real token ratio with first-come batches versus length-sorted, token-budgeted ones;
   6. p99/p50 latency at half of the measured capacity (open loop).
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.naive import naive_pipeline
 from bench.server import wait_ready
 from bench.texts import ROOT, message_mix
 
@@ -98,19 +99,6 @@ def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str
         result["forward_flops_per_s"] = forward_flops(backend.model.config, len(batch), seq) / seconds
         result["forward_batch_seq"] = seq
     return result
-
-
-def naive_pipeline(model_dir: Path, threads: int, texts: list[str]) -> dict:
-    import torch
-    from transformers import pipeline
-
-    torch.set_num_threads(threads)
-    classifier = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
-    classifier(texts[0])
-    started = time.perf_counter()
-    for text in texts:
-        classifier(text, truncation=True, max_length=128)
-    return {"messages_per_s": len(texts) / (time.perf_counter() - started), "threads": threads}
 
 
 def start_server(model_dir: Path, backend_kind: str, port: int, dtype: str = "auto") -> subprocess.Popen:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.__main__ import free_port, load, naive_pipeline, start_server
+from bench.__main__ import free_port, load, start_server
+from bench.naive import naive_pipeline
 from bench.texts import ROOT
 
 RESULTS = ROOT / "bench" / "results"
