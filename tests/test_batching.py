@@ -46,6 +46,23 @@ def test_padding_is_lower_than_first_come_batches() -> None:
     assert padded < 0.6 * fifo
 
 
+def test_no_batch_pads_more_than_the_cap_however_the_queue_mixes_lengths() -> None:
+    """Concurrent single messages of mixed lengths: each batch's padded tokens stay within MAX_PADDING of
+    its real tokens (a lone message is never padded), and every message is still batched exactly once."""
+    import random
+
+    rng = random.Random(3)
+    lengths = [rng.randint(5, 128) for _ in range(200)]
+    infer = _infer(max_batch_size=32, max_batch_tokens=100_000)
+    items = _queue(infer, lengths, infer.backend)
+    seen = []
+    while batch := infer._next_batch():
+        real = [len(i.ids) for i in batch]
+        assert max(real) * len(real) <= Infer.MAX_PADDING * sum(real)
+        seen += batch
+    assert sorted(map(id, seen)) == sorted(map(id, items))
+
+
 def test_token_budget_and_backend_boundaries_hold() -> None:
     infer = _infer(max_batch_size=32, max_batch_tokens=100)
     old_backend, new_backend = infer.backend, _Backend()
