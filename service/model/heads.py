@@ -111,6 +111,9 @@ class TfidfHead:
             vectorizer.idf_ = weights[f"idf.{i}"]
             self.vectorizers.append(vectorizer)
         self.coef = weights["coef"].astype(np.float64)  # (labels, features)
+        # (features, labels), contiguous: multiplying by `coef.T` made scipy copy the whole matrix per call
+        # (0.85 of 2.4 ms for a single message).
+        self.coef_t = np.ascontiguousarray(self.coef.T)
         self.intercept = weights["intercept"].astype(np.float64)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -118,7 +121,7 @@ class TfidfHead:
 
         normalised = [normalise_text(t) for t in texts]
         features = scipy.sparse.hstack([v.transform(normalised) for v in self.vectorizers]).tocsr()
-        return softmax64(features @ self.coef.T + self.intercept)
+        return softmax64(features @ self.coef_t + self.intercept)
 
 
 def save_tfidf_head(folder: Path, vectorizers: Sequence[Any], coef: np.ndarray, intercept: np.ndarray) -> list[str]:
