@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
 from service.model.folder import Sidecar, read_sidecar
-from service.model.heads import MeanPoolClassifier, TfidfHead, TokenIds, combine
+from service.model.heads import MeanPoolClassifier, TfidfHead, TokenIds, combine, texts_of
 
 
 def pick_device(device: str) -> str:
@@ -82,9 +82,8 @@ class TorchBackend:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         encoded = self.encoder.encode(texts)
-        if self.text_head is not None:  # the text head reads the text once, here; its answer rides with the ids
-            text_probs = self.text_head.probabilities(texts)
-            encoded.ids = [TokenIds.of(ids, p) for ids, p in zip(encoded.ids, text_probs, strict=True)]
+        if self.text_head is not None:  # the text head reads the text on the model thread, batched (logits)
+            encoded.ids = [TokenIds.of(ids, text) for ids, text in zip(encoded.ids, texts, strict=True)]
         return encoded
 
     @torch.inference_mode()
@@ -93,7 +92,10 @@ class TorchBackend:
         inputs = {k: v.to(self.device) for k, v in padded.items()}
         out = self.model(**inputs)
         logits = (out if isinstance(out, torch.Tensor) else out.logits).float().cpu().numpy().astype(np.float64)
-        return combine(logits, batch, self.text_weight) if self.sidecar.heads else logits
+        if not self.sidecar.heads:
+            return logits
+        texts = texts_of(batch) if self.text_head is not None else None
+        return combine(logits, None if texts is None else self.text_head.probabilities(texts), self.text_weight)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         return softmax64(self.logits(batch))
