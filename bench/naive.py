@@ -23,7 +23,8 @@ def _frozen_scorer(model_dir: Path):
 
     from service.model.encoding import softmax64
     from service.model.folder import read_sidecar
-    from service.model.heads import HEADS_FILE, TfidfHead
+    from service.model.heads import HEADS_FILE
+    from service.model.text_head import TfidfHead
 
     sidecar = read_sidecar(model_dir)
     extractor = pipeline("feature-extraction", model=str(model_dir), device="cpu")

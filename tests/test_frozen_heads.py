@@ -14,8 +14,9 @@ from service_fixtures import make_settings
 from service.http.app import create_app
 from service.model.encoding import normalise_text, softmax64
 from service.model.folder import ModelFolderError, Sidecar, Threshold, read_sidecar, sha256_file, write_sidecar
-from service.model.heads import HEADS_FILE, TFIDF_WEIGHTS
+from service.model.heads import HEADS_FILE
 from service.model.loading import predict
+from service.model.text_head import TFIDF_WEIGHTS
 from service.model.torch_backend import TorchBackend
 from training.frozen import embed_texts, fit_heads, stage_heads
 

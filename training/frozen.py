@@ -25,7 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from service.model.batching import length_sorted_batches
 from service.model.encoding import TextEncoder, normalise_text
 from service.model.folder import sha256_file
-from service.model.heads import HEADS_FILE, MeanPoolClassifier, save_tfidf_head
+from service.model.heads import HEADS_FILE, MeanPoolClassifier
+from service.model.text_head import save_tfidf_head
 from training.baseline import train_baseline
 
 logger = logging.getLogger("training")

@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
 from service.model.folder import SIDECAR_NAME, ModelFolderError, Sidecar, read_sidecar, sha256_file
+from service.model.text_head import TextMix
 
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 VARIANTS = ("auto", *ONNX_FILES)
@@ -91,13 +92,18 @@ class OnnxBackend:
         else:
             self.variant, self.onnx_path = "file", Path(onnx_path)
         self.precision = self.variant  # fp32 or int8; "file" for an ONNX file given by path
-        self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length)
+        self.encoder = TextEncoder(self.model_dir, self.sidecar.max_length, prefix=self.sidecar.text_prefix)
         self.max_length = self.encoder.max_length
+        # A frozen-encoder folder: the graph gives the encoder head's logits; the text head mixes in here.
+        self.text_mix = TextMix(self.model_dir, self.sidecar.heads) if self.sidecar.heads else None
         self.session = make_session(self.onnx_path, num_threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return self.encoder.encode(texts)
+        encoded = self.encoder.encode(texts)
+        if self.text_mix is not None:
+            encoded.ids = self.text_mix.attach(encoded.ids, texts)
+        return encoded
 
     def inputs(self, batch: Sequence[Sequence[int]]) -> dict[str, Any]:
         padded = self.encoder.pad(batch, return_tensors="np")
@@ -111,7 +117,8 @@ class OnnxBackend:
 
     def logits(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         (logits,) = self.session.run(["logits"], self.inputs(batch))
-        return logits.astype(np.float64)
+        logits = logits.astype(np.float64)
+        return logits if self.text_mix is None else self.text_mix.mix(logits, batch)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         return softmax64(self.logits(batch))

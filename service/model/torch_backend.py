@@ -11,7 +11,8 @@ from transformers import AutoModelForSequenceClassification
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
 from service.model.folder import Sidecar, read_sidecar
-from service.model.heads import MeanPoolClassifier, TfidfHead, TokenIds, combine, texts_of
+from service.model.heads import MeanPoolClassifier
+from service.model.text_head import TextMix
 
 
 def pick_device(device: str) -> str:
@@ -71,10 +72,9 @@ class TorchBackend:
         self.max_length = self.encoder.max_length
         self.dtype = pick_dtype(dtype, self.device, self.sidecar)
         self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-        heads = self.sidecar.heads
-        self.text_head = TfidfHead(self.model_dir) if heads.get("text_head") else None
-        self.text_weight = float(heads.get("text_head", {}).get("weight", 0.0))
-        if heads:  # a frozen encoder with saring's heads (service/model/heads.py)
+        # A frozen encoder with saring's heads (service/model/heads.py, text_head.py); None for classification folders.
+        self.text_mix = TextMix(self.model_dir, self.sidecar.heads) if self.sidecar.heads else None
+        if self.text_mix is not None:
             self.model = MeanPoolClassifier.from_folder(self.model_dir, dtype=self.dtype, device=self.device)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
@@ -82,8 +82,8 @@ class TorchBackend:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         encoded = self.encoder.encode(texts)
-        if self.text_head is not None:  # the text head reads the text on the model thread, batched (logits)
-            encoded.ids = [TokenIds.of(ids, text) for ids, text in zip(encoded.ids, texts, strict=True)]
+        if self.text_mix is not None:  # the text head reads the texts on the model thread, batched (logits)
+            encoded.ids = self.text_mix.attach(encoded.ids, texts)
         return encoded
 
     @torch.inference_mode()
@@ -92,10 +92,7 @@ class TorchBackend:
         inputs = {k: v.to(self.device) for k, v in padded.items()}
         out = self.model(**inputs)
         logits = (out if isinstance(out, torch.Tensor) else out.logits).float().cpu().numpy().astype(np.float64)
-        if not self.sidecar.heads:
-            return logits
-        texts = texts_of(batch) if self.text_head is not None else None
-        return combine(logits, None if texts is None else self.text_head.probabilities(texts), self.text_weight)
+        return logits if self.text_mix is None else self.text_mix.mix(logits, batch)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         return softmax64(self.logits(batch))
