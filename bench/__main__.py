@@ -85,8 +85,10 @@ def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str
         "padded_per_real_tokens_fifo": padding_ratio(lengths, fifo),
         "padded_per_real_tokens_sorted": padding_ratio(lengths, sorted_batches),
         "mean_tokens": float(np.mean(lengths)),
+        "kind": backend.kind,  # what `auto` resolved to (onnx where the folder holds an accepted int8 export)
+        "precision": backend.precision,  # what `dtype` resolved to (auto: bf16 where the folder's gate allows)
     }
-    if backend_kind == "torch":
+    if backend.kind == "torch":
         # Achieved FLOP/s of one forward at batch 32 (a length-sorted batch from the middle of the mix).
         encoded = backend.encode(texts)
         batch = sorted(encoded.ids, key=len)[len(texts) // 2 : len(texts) // 2 + 32]
@@ -96,7 +98,8 @@ def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str
             backend.forward(batch)
         seconds = (time.perf_counter() - started) / 3
         seq = max(len(ids) for ids in batch)
-        result["forward_flops_per_s"] = forward_flops(backend.model.config, len(batch), seq) / seconds
+        config = getattr(backend.model, "config", None) or backend.model.encoder.config  # frozen-encoder folders
+        result["forward_flops_per_s"] = forward_flops(config, len(batch), seq) / seconds
         result["forward_batch_seq"] = seq
     return result
 
@@ -182,9 +185,9 @@ def bench_model(
     }
     if naive is not None:
         result["naive"] = naive
-    if backend_kind == "torch":
+    if result["in_process"]["kind"] == "torch":
         # The peak of the precision the forward runs in: bf16 GEMMs peak several times higher on AMX.
-        result["precision"] = "bf16" if dtype == "bf16" else "fp32"
+        result["precision"] = result["in_process"]["precision"]
         result["gemm_peak_flops_per_s"] = gemm_peak(result["precision"], threads)
     print(f"[{name}/{backend_kind}] HTTP ...", flush=True)
     result["http"] = http_runs(model_dir, backend_kind, quick, dtype)
@@ -208,7 +211,7 @@ def bench_model(
 def print_table(results: list[dict]) -> None:
     for r in results:
         ip = r["in_process"]
-        print(f"\n== {r['model']} / {r['backend']} / {r['dtype']} (threads {ip['threads']}) ==")
+        print(f"\n== {r['model']} / {r['backend']}: {ip['kind']} / {ip['precision']} (threads {ip['threads']}) ==")
         print(f"in-process            {ip['messages_per_s']:8.1f} msg/s   mean {ip['mean_tokens']:.0f} tokens")
         print(
             f"padding (padded/real) first-come {ip['padded_per_real_tokens_fifo']:.2f} -> "
@@ -240,7 +243,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
     parser.add_argument("--bert-base", action="store_true", help="also bench a BERT-base-sized random model")
     parser.add_argument("--skip-default", action="store_true", help="only the BERT-base-sized model")
-    parser.add_argument("--backends", default="torch", help="comma-separated: torch,onnx")
+    parser.add_argument("--backends", default="auto", help="comma-separated: auto (as served), torch, onnx")
     parser.add_argument("--threads", type=int, default=None, help="model threads (default: the service's)")
     parser.add_argument("--dtype", default="auto", help="torch backend precision: auto, fp32, bf16 (naive stays fp32)")
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")

@@ -1,6 +1,6 @@
 """The real judges of a built model folder, scored as the service scores (its own backend, its precision).
 
-    python -m bench.judge --model models/default [--datasets ../shared/datasets] [--dtype auto]
+    python -m bench.judge --model models/default [--datasets ../shared/datasets] [--backend auto] [--dtype auto]
 
 `bench.transfer` chooses a recipe from candidates; this measures the folder that recipe built, with
 its own thresholds, on the sets it never chose anything on: the independent writers, the seed's
@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--dtype", default="auto", help="as SARING_DTYPE: auto (what the service serves), fp32, bf16")
+    parser.add_argument("--backend", default="auto", help="as SARING_BACKEND: auto (as served), torch, onnx")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "judge.json")
     args = parser.parse_args(argv)
 
-    backend = load_backend(args.model, device="cpu", num_threads=args.threads, dtype=args.dtype)
+    backend = load_backend(args.model, kind=args.backend, device="cpu", num_threads=args.threads, dtype=args.dtype)
     sidecar = backend.sidecar
     real = real_sets(args.datasets)
     sets = {
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         "city": real["city"],
         "sms": real["sms"],
     }
-    results: dict = {"model": str(args.model), "version": sidecar.version, "precision": backend.precision}
+    results: dict = {"model": str(args.model), "version": sidecar.version, "backend": backend.kind}
+    results["precision"] = backend.precision
     started = time.perf_counter()
     for name, rows in sets.items():
         probs, _ = predict(backend, [r["text"] for r in rows])

@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models/default"), description="Model folder to serve (docs/design.md section 2).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 inside containers.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
-    backend: Literal["torch", "onnx"] = Field(
-        "torch", description="Inference backend: torch, or onnx (ONNX Runtime, faster on CPU; needs model.onnx)."
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="Inference backend: torch, onnx (ONNX Runtime; needs an export), or auto: onnx on CPU when the "
+        "folder records an accepted int8 export of its weights (the fastest CPU path), else torch.",
     )
     onnx_variant: Literal["auto", "fp32", "int8"] = Field(
         "auto",

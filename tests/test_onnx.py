@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.model.folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file
+from service.model.folder import SIDECAR_NAME, ModelFolderError, read_sidecar, sha256_file, write_sidecar
+from service.model.onnx_backend import ONNX_FILES
 from training.export import MAX_F1_DROP, f1_gate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,3 +259,41 @@ def test_service_scores_with_the_onnx_backend(exported: Path, variant: str):
         assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-6 for r in results)
         info = client.get("/v1/model").json()
         assert info["backend"] == "onnx" and info["device"] == "cpu"
+
+
+def _with_onnx_record(tiny_model_dir: Path, tmp_path: Path, record: dict) -> Path:
+    folder = _copy(tiny_model_dir, tmp_path / "model")
+    sidecar = read_sidecar(folder)
+    sidecar.onnx = record
+    write_sidecar(folder, sidecar)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("variants", "same_weights", "device", "expected"),
+    [
+        (("fp32", "int8"), True, "cpu", "onnx"),  # an accepted int8 export of these weights: the CPU fast path
+        (("fp32",), True, "cpu", "torch"),  # fp32 ONNX alone is not faster than torch bf16
+        (("fp32", "int8"), False, "cpu", "torch"),  # exported from other weights
+        (("fp32", "int8"), True, "cuda", "torch"),  # ONNX Runtime here is CPU-only
+        ((), True, "cpu", "torch"),
+    ],
+)
+def test_auto_backend_serves_int8_onnx_only_where_it_was_accepted_for_these_weights(
+    tiny_model_dir: Path, tmp_path: Path, variants, same_weights: bool, device: str, expected: str
+) -> None:
+    from service.model.loading import pick_kind
+
+    sha = read_sidecar(tiny_model_dir).weights_sha256
+    record = {v: {"file": ONNX_FILES[v], "sha256": "x"} for v in variants}
+    if variants:
+        record["source_weights_sha256"] = sha if same_weights else "0" * 64
+    assert pick_kind(_with_onnx_record(tiny_model_dir, tmp_path, record), device) == expected
+
+
+def test_auto_backend_serves_the_accepted_int8_export(exported: Path) -> None:
+    from service.model.loading import load_backend
+
+    backend = load_backend(exported, kind="auto", device="cpu", num_threads=1)
+    recorded = "int8" in read_sidecar(exported).onnx
+    assert (backend.kind, backend.precision) == (("onnx", "int8") if recorded else ("torch", backend.precision))

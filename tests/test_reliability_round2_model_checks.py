@@ -151,7 +151,7 @@ class TurnsNan:
     def __init__(self, real) -> None:
         self.real = real
         self.sidecar = real.sidecar
-        self.device, self.precision = real.device, real.precision
+        self.device, self.precision, self.kind = real.device, real.precision, real.kind
         self.encoder = real.encoder
         self.marker_ids = list(real.encode([MARKER]).ids[0])
         self.unk_id = real.encoder.tokenizer.unk_token_id

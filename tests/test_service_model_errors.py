@@ -30,7 +30,7 @@ class FailingBackend:
     def __init__(self, real, hold_marker: bool = False, sibling_delay_s: float = 0.0) -> None:
         self.real = real
         self.sidecar = real.sidecar
-        self.device, self.precision = real.device, real.precision
+        self.device, self.precision, self.kind = real.device, real.precision, real.kind
         self.marker_ids = list(real.encode([MARKER]).ids[0])
         self.hold_marker = hold_marker
         self.sibling_delay_s = sibling_delay_s

@@ -101,6 +101,9 @@ def write_sidecar_atomic(folder: Path, sidecar: Sidecar) -> None:
 def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
     """torch.onnx.export of the folder's classifier to `out`; returns the graph's input names.
 
+    A frozen-encoder folder exports its encoder and linear head (service/model/heads.py); its TF-IDF
+    head reads the text outside the graph and is mixed in by the ONNX backend, as by the torch one.
+
     The TorchScript exporter (dynamo=False) is used: the dynamo exporter needs onnxscript, which
     this project does not install. Batch and sequence axes are dynamic; the trace input is padded
     so the attention-mask path is the one recorded.
@@ -109,11 +112,16 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
     from transformers import AutoModelForSequenceClassification
 
     from service.model.encoding import TextEncoder
+    from service.model.heads import MeanPoolClassifier
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()
-    accepted = set(inspect.signature(model.forward).parameters)
     sidecar = read_sidecar(folder, verify_weights=False)
-    encoder = TextEncoder(folder, sidecar.max_length)
+    if sidecar.heads:  # a frozen-encoder folder: the graph is the encoder and its linear head
+        model = MeanPoolClassifier.from_folder(folder).float().eval()
+        accepted = {"input_ids", "attention_mask"}
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()
+        accepted = set(inspect.signature(model.forward).parameters)
+    encoder = TextEncoder(folder, sidecar.max_length, prefix=sidecar.text_prefix)
     sample = encoder.pad(encoder.encode(SAMPLE_TEXTS[:2]).ids, return_tensors="pt")
     if "token_type_ids" in accepted and "token_type_ids" not in sample:
         sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
@@ -125,7 +133,8 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
             self.model = model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.model(**dict(zip(names, tensors, strict=True))).logits
+            out = self.model(**dict(zip(names, tensors, strict=True)))
+            return out if isinstance(out, torch.Tensor) else out.logits
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
@@ -240,12 +249,6 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
         sidecar = read_sidecar(folder)
     except ModelFolderError as exc:
         raise UserError(str(exc)) from None
-    if sidecar.heads:
-        raise UserError(
-            f"{folder} is a frozen-encoder folder (--method frozen_heads): its TF-IDF head runs on the text, "
-            "outside any ONNX graph, so export covers fine-tuned sequence-classification folders only; "
-            "serve it with SARING_BACKEND=torch (SARING_DTYPE=bf16 is the CPU fast path for it)"
-        )
     texts, y_true = _check_texts(args, sidecar, columns or LabelledDataArguments())
 
     def score(backend: Any) -> np.ndarray:

@@ -97,7 +97,7 @@ class AppState:
         self.summary = metrics_summary(model_dir)
         sc = backend.sidecar
         self.metrics.model_info.info(
-            {"name": sc.name, "version": sc.version, "backend": self.settings.backend, "device": backend.device}
+            {"name": sc.name, "version": sc.version, "backend": backend.kind, "device": backend.device}
         )
         logger.info("serving model", extra={"fields": {"model": sc.name, "version": sc.version, "dir": str(model_dir)}})
 
@@ -137,7 +137,7 @@ class AppState:
             "max_length": sc.max_length,
             "created_at": sc.created_at,
             "metrics": self.summary,
-            "backend": self.settings.backend,
+            "backend": backend.kind,
             "device": backend.device,
             "precision": backend.precision,
             "model_dir": str(self.model_dir),

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # encoding imports transformers; the web layer must not
 class Backend(Protocol):
     sidecar: Sidecar
     device: str
+    kind: str  # torch or onnx: what runs the network
     precision: str  # what the forward computes in: fp32, bf16, fp16 (torch); fp32, int8 (ONNX)
 
     def encode(self, texts: Sequence[str]) -> Encoded:

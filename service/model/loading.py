@@ -13,6 +13,7 @@ import numpy as np
 
 from service.model.backend import Backend
 from service.model.batching import length_sorted_batches
+from service.model.folder import read_sidecar
 from service.settings import default_of
 
 
@@ -42,6 +43,27 @@ def predict(
     return out, encoded.truncated
 
 
+def pick_kind(model_dir: str | Path, device: str = "auto") -> str:
+    """onnx on CPU when the folder records an accepted int8 export of its current weights, else torch.
+
+    int8 is only recorded after its macro-F1 gate passed (`python -m training export --int8 --data`;
+    `make model` runs it on real data). An fp32-only export is not faster than torch bf16, and
+    ONNX Runtime here is CPU-only, so everything else goes to torch.
+    """
+    if device.startswith("cuda") or (device == "auto" and _cuda_available()):
+        return "torch"
+    sidecar = read_sidecar(model_dir, verify_weights=False)
+    record = sidecar.onnx
+    current = not sidecar.weights_sha256 or record.get("source_weights_sha256") == sidecar.weights_sha256
+    return "onnx" if "int8" in record and current else "torch"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def load_backend(
     model_dir: str | Path,
     kind: str = "torch",
@@ -51,10 +73,12 @@ def load_backend(
     onnx_variant: str = "auto",
     dtype: str = "auto",
 ) -> Backend:
-    """Build the backend named by `kind` ("torch" or "onnx") for a model folder.
+    """Build the backend named by `kind` ("auto", "torch" or "onnx") for a model folder.
 
     onnx_variant (onnx only): "auto", "fp32" or "int8"; see service/model/onnx_backend.py.
     """
+    if kind == "auto":
+        kind = pick_kind(model_dir, device)
     if kind == "torch":
         from service.model.torch_backend import TorchBackend
 

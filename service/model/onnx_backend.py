@@ -76,6 +76,8 @@ class OnnxBackend:
     candidate before accepting it); the sidecar's record is then not consulted.
     """
 
+    kind = "onnx"
+
     def __init__(
         self,
         model_dir: str | Path,

@@ -54,6 +54,8 @@ def pick_dtype(dtype: str, device: str, sidecar: Sidecar | None = None) -> torch
 class TorchBackend:
     """Loads a model folder once and runs forwards on one device, never concurrently."""
 
+    kind = "torch"
+
     def __init__(
         self,
         model_dir: str | Path,
