@@ -30,7 +30,7 @@ WEIGHTS = {"pungli": [3.0, 0, 0, 0], "gacor": [0, 0, 0, 4.0], "tolong": [1.0, 0,
 class BagOfWordsBackend:
     """encode/forward like a real backend; forward records the thread it runs on and any overlap."""
 
-    device = "cpu"
+    device, kind, precision = "cpu", "fake", "fp32"
 
     def __init__(self, sidecar) -> None:
         self.sidecar = sidecar

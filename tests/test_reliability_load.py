@@ -119,7 +119,7 @@ class SlowTokeniser:
     """A backend whose tokenising takes a while (as 256 long texts do) and that records the queue it sees."""
 
     sidecar = None
-    device = "cpu"
+    device, kind, precision = "cpu", "fake", "fp32"
 
     def __init__(self) -> None:
         self.infer: Infer | None = None

@@ -33,7 +33,7 @@ LONG = " ".join(f"kata{i}" for i in range(64))  # 64 distinct words: 65 explanat
 class CostlyBackend:
     """Every forward (scoring) and logits call (explanations) costs `seconds`; records what ran when."""
 
-    device = "cpu"
+    device, kind, precision = "cpu", "fake", "fp32"
 
     def __init__(self, sidecar, seconds: float = 0.01) -> None:
         self.sidecar = sidecar
