@@ -168,6 +168,27 @@ def test_export_refuses_an_int8_model_that_drops_f1(
     assert OnnxBackend(folder).variant == "fp32"
 
 
+def test_int8_must_hold_on_every_labelled_file(tmp_path: Path) -> None:
+    """Two files: int8 equals torch on the first and loses most of the second: refused, the second decides."""
+    from types import SimpleNamespace
+
+    from training.export import _int8_verdict
+
+    labels = ["aduan", "bukan_aduan", "iseng", "spam"]
+    truth = np.array([0, 1, 2, 3] * 5)
+    reference = np.eye(4)[np.concatenate([truth, truth])]  # torch is right on both files
+    wrong = np.eye(4)[(truth + 1) % 4]
+    int8 = np.concatenate([np.eye(4)[truth], wrong])
+    args = SimpleNamespace(max_f1_drop=0.01)
+    labelled = [(str(tmp_path / "held_out.jsonl"), truth), (str(tmp_path / "real.jsonl"), truth)]
+    check, accepted = _int8_verdict(args, SimpleNamespace(labels=labels), reference, int8, labelled)
+    assert not accepted and not check["accepted"]
+    assert check["files"][labelled[0][0]]["accepted"] and not check["files"][labelled[1][0]]["accepted"]
+    assert check["data"] == labelled[1][0] and check["drop"] == 1.0
+    check, accepted = _int8_verdict(args, SimpleNamespace(labels=labels), reference, reference, labelled)
+    assert accepted and set(check["files"]) == {path for path, _ in labelled}
+
+
 # --- the backend -----------------------------------------------------------------------------------
 
 

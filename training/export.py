@@ -1,11 +1,11 @@
 """`python -m training export`: write ONNX models into a model folder for the CPU fast path.
 
     python -m training export --model models/default                      # model.onnx (fp32)
-    python -m training export --model models/default --int8 --data val.jsonl
+    python -m training export --model models/default --int8 --data val.jsonl [real.jsonl ...]
 
 The fp32 export is checked against the torch model (probabilities within FP32_MAX_ABS_DIFF on
 sample texts and --data). The int8 model (onnxruntime dynamic quantisation) is kept only when its
-macro-F1 on --data is at most --max_f1_drop (default 1 point) below the torch model's; otherwise
+macro-F1 on every --data file is at most --max_f1_drop (default 1 point) below the torch model's; otherwise
 it is discarded and the command exits 1. Accepted files are recorded, with their sha256 and the
 check figures, in saring.json's `onnx` field, which the ONNX backend reads to pick what to serve
 (service/model/onnx_backend.py). model.safetensors and its checksum are never touched.
@@ -58,9 +58,13 @@ class ExportArguments:
         default=False,
         metadata={"help": "Also write model.int8.onnx (dynamic int8 quantisation); needs --data for the F1 check."},
     )
-    data: str | None = field(
+    data: list[str] | None = field(
         default=None,
-        metadata={"help": "Labelled CSV/JSONL (e.g. the validation data) for the torch vs int8 macro-F1 check."},
+        metadata={
+            "help": "Labelled CSV/JSONL files (e.g. held-out validation data and real data) for the torch vs int8 "
+            "macro-F1 check: int8 is kept only if it holds on every file.",
+            "nargs": "+",
+        },
     )
     max_f1_drop: float = field(
         default=MAX_F1_DROP, metadata={"help": "Largest macro-F1 drop (0.01 = 1 point) at which int8 is accepted."}
@@ -175,31 +179,47 @@ def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 
 
 def _check_texts(args: ExportArguments, sidecar: Sidecar, columns: LabelledDataArguments):
-    """The texts both models are compared on (labelled data first, when given) and their true label ids."""
+    """The texts both models are compared on (labelled files first, when given) and, per file, its rows' true
+    label ids: [(path, ids)] in the order the files' texts come."""
     if not args.data:
-        return list(SAMPLE_TEXTS), None
+        return list(SAMPLE_TEXTS), []
     from training.evaluate import load_labelled
 
-    split = load_labelled("check", args.data, sidecar, columns)
     index = {label: i for i, label in enumerate(sidecar.labels)}
-    return split.texts + list(SAMPLE_TEXTS), np.array([index[label] for label in split.labels])
+    texts: list[str] = []
+    labelled = []
+    for path in args.data:
+        split = load_labelled("check", path, sidecar, columns)
+        texts += split.texts
+        labelled.append((path, np.array([index[label] for label in split.labels])))
+    return texts + list(SAMPLE_TEXTS), labelled
 
 
-def _int8_verdict(args: ExportArguments, sidecar: Sidecar, reference: np.ndarray, probs: np.ndarray, y_true):
-    """The int8 check against torch on the labelled rows: (check record, accepted?)."""
-    n = len(y_true)
-    f1_torch = classification_figures(y_true, reference[:n].argmax(1), sidecar.labels)["macro_f1"]
-    f1_int8 = classification_figures(y_true, probs[:n].argmax(1), sidecar.labels)["macro_f1"]
-    gate = f1_gate(f1_torch, f1_int8, args.max_f1_drop)
-    check = {"data": args.data, **_check_figures(reference[:n], probs[:n]), **gate}
-    if Path(args.data).is_file():
-        check["data_sha256"] = sha256_file(Path(args.data))
-    print(
-        f"int8 vs torch on {args.data} (n={n}): macro-F1 {gate['macro_f1_torch']:.4f} -> "
-        f"{gate['macro_f1_int8']:.4f} (drop {gate['drop']:+.4f}, allowed {args.max_f1_drop}); "
-        f"argmax agreement {check['argmax_agreement']:.1%}"
-    )
-    return check, gate["accepted"]
+def _int8_verdict(args: ExportArguments, sidecar: Sidecar, reference: np.ndarray, probs: np.ndarray, labelled):
+    """The int8 check against torch on each labelled file: (check record, accepted?).
+
+    The record's top-level figures are the file with the largest macro-F1 drop (the one that decides);
+    `files` holds every file's.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    start = 0
+    for path, y_true in labelled:
+        rows = slice(start, start + len(y_true))
+        start += len(y_true)
+        f1_torch = classification_figures(y_true, reference[rows].argmax(1), sidecar.labels)["macro_f1"]
+        f1_int8 = classification_figures(y_true, probs[rows].argmax(1), sidecar.labels)["macro_f1"]
+        gate = f1_gate(f1_torch, f1_int8, args.max_f1_drop)
+        files[path] = {"data": path, **_check_figures(reference[rows], probs[rows]), **gate}
+        if Path(path).is_file():
+            files[path]["data_sha256"] = sha256_file(Path(path))
+        print(
+            f"int8 vs torch on {path} (n={len(y_true)}): macro-F1 {gate['macro_f1_torch']:.4f} -> "
+            f"{gate['macro_f1_int8']:.4f} (drop {gate['drop']:+.4f}, allowed {args.max_f1_drop}); "
+            f"argmax agreement {files[path]['argmax_agreement']:.1%}"
+        )
+    deciding = max(files.values(), key=lambda f: f["drop"])
+    accepted = all(f["accepted"] for f in files.values())
+    return {**deciding, "accepted": accepted, "files": files}, accepted
 
 
 def _publish_export(
@@ -249,7 +269,7 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
         sidecar = read_sidecar(folder)
     except ModelFolderError as exc:
         raise UserError(str(exc)) from None
-    texts, y_true = _check_texts(args, sidecar, columns or LabelledDataArguments())
+    texts, labelled = _check_texts(args, sidecar, columns or LabelledDataArguments())
 
     def score(backend: Any) -> np.ndarray:
         return predict(backend, texts, max_batch_size=args.batch_size)[0]
@@ -268,7 +288,7 @@ def run_export(args: ExportArguments, columns: LabelledDataArguments | None = No
         if args.int8:
             quantization = quantize_int8(tmp_fp32, tmp_int8)
             probs = score(OnnxBackend(folder, onnx_path=tmp_int8, verify_weights=False))
-            check, accepted = _int8_verdict(args, sidecar, reference, probs, y_true)
+            check, accepted = _int8_verdict(args, sidecar, reference, probs, labelled)
             if accepted:
                 int8_entry = {"file": ONNX_FILES["int8"], "quantization": quantization, "check": check}
             else:
