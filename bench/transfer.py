@@ -118,10 +118,13 @@ class E5Candidate:
 
 
 class MeanCandidate:
+    """The weighted mean of the parts' probabilities (`weights`: one per part; equal by default)."""
+
     name = "mean"
 
-    def __init__(self, parts) -> None:
+    def __init__(self, parts, weights: list[float] | None = None) -> None:
         self.parts = parts
+        self.weights = weights or [1.0 / len(parts)] * len(parts)
 
     def fit(self, texts, labels):
         for part in self.parts:
@@ -129,7 +132,7 @@ class MeanCandidate:
         return self
 
     def proba(self, texts):
-        return np.mean([part.proba(texts) for part in self.parts], axis=0)
+        return np.sum([w * part.proba(texts) for w, part in zip(self.weights, self.parts, strict=True)], axis=0)
 
 
 def macro_f1(rows: list[dict], probs: np.ndarray, spam_for_iseng: bool = False) -> float:
@@ -178,7 +181,9 @@ def evaluate(candidate, corpus, independent, seed_test, real, always: list[dict]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--e5", type=Path, help="converted e5 folder (python -m training convert-e5)")
-    parser.add_argument("--candidates", default="tfidf,e5,e5_cls,mean,mean_cls")
+    parser.add_argument(
+        "--candidates", default="tfidf,e5,e5_cls,mean,mean_cls", help="also mean_tfidf0.6, mean_tfidf0.7, mean_tfidf0.8"
+    )
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "transfer.json")
     parser.add_argument("--extra_train", type=Path, nargs="*", default=[], help="JSONL rows always trained on")
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         candidates["e5_cls"] = e5.with_pooling("cls")
         candidates["mean"] = MeanCandidate([TfidfCandidate(), e5])
         candidates["mean_cls"] = MeanCandidate([TfidfCandidate(), e5.with_pooling("cls")])
+        for weight in (0.6, 0.7, 0.8):  # the TF-IDF head's weight in the mix (configs/default.json: text_head_weight)
+            candidates[f"mean_tfidf{weight}"] = MeanCandidate([TfidfCandidate(), e5], [weight, 1 - weight])
     results = {}
     for name in wanted:
         if name not in candidates:
