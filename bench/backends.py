@@ -7,7 +7,7 @@ hidden 768, 12 heads, 4 labels; a WordPiece tokenizer trained on the texts), exp
 training/export.py, and times TorchBackend (fp32, bf16, torch dynamic int8) and OnnxBackend (fp32,
 int8) on real message texts read from ../shared/datasets (never copied into the repo).
 
-Two batching modes per row, both batch <= --batch and <= 4096 padded tokens (service defaults):
+Two batching modes per row, both batch <= --batch and <= the service's default padded-token budget:
 - fifo: batches in arrival order, each padded to its longest message (the service under load);
 - sorted: length-sorted batches via service.model.backend.predict (evaluate, offline scoring).
 msg/s includes tokenisation. Wall-clock msg/s depends on what else the machine runs, so each mode
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bert_base import build_bert_base_folder  # noqa: E402
 from service.model.loading import predict  # noqa: E402
+from service.settings import default_of  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 if not DATASETS.is_dir():
@@ -50,7 +51,7 @@ SOURCES = [
     (DATASETS / "city_complaints_sby" / "complaints.csv", "text"),
 ]
 MAX_LENGTH = 128
-MAX_BATCH_TOKENS = 4096
+MAX_BATCH_TOKENS = default_of("max_batch_tokens")
 
 
 def read_texts() -> list[str]:
