@@ -218,6 +218,18 @@ def test_fp32_onnx_matches_torch(exported: Path, torch_backend):
         np.testing.assert_allclose(backend.logits(batch), torch_backend.logits(batch), rtol=1e-4, atol=1e-4)
 
 
+def test_export_traces_eager_attention_and_quantises_weight_matmuls(exported: Path):
+    """The CPU-fast graph shape: no per-layer SDPA masking (IsNaN); int8 matmuls against the weights."""
+    import onnx
+
+    def op_types(name: str) -> set[str]:
+        return {node.op_type for node in onnx.load(str(exported / name), load_external_data=False).graph.node}
+
+    assert "MatMul" in op_types(ONNX_FILES["fp32"]) and "IsNaN" not in op_types(ONNX_FILES["fp32"])
+    assert "MatMulInteger" in op_types(ONNX_FILES["int8"])
+    assert _sidecar_json(exported)["onnx"]["int8"]["quantization"]["matmul_const_b_only"] is True
+
+
 @pytest.mark.slow
 def test_int8_onnx_agrees_with_torch_on_most_argmaxes(exported: Path, torch_backend, tiny_data: dict[str, Path]):
     from service.model.loading import predict

@@ -102,7 +102,7 @@ def write_sidecar_atomic(folder: Path, sidecar: Sidecar) -> None:
     publish(tmp, folder / SIDECAR_NAME)
 
 
-def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
+def export_fp32(folder: Path, out: Path, opset: int = OPSET, attention: str = "eager") -> list[str]:
     """torch.onnx.export of the folder's classifier to `out`; returns the graph's input names.
 
     A frozen-encoder folder exports its encoder and linear head (service/model/heads.py); its TF-IDF
@@ -110,7 +110,10 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
 
     The TorchScript exporter (dynamo=False) is used: the dynamo exporter needs onnxscript, which
     this project does not install. Batch and sequence axes are dynamic; the trace input is padded
-    so the attention-mask path is the one recorded.
+    so the attention-mask path is the one recorded. Attention is traced in its eager form by default:
+    the SDPA trace adds IsNaN/Where masking nodes that cost 5 % of an int8 forward on CPU, and ONNX
+    Runtime's fused (Q)Attention kernels measured slower than the plain graph at one thread
+    (`python -m bench.onnx_graph`, which also passes attention="sdpa" to measure the difference).
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -125,6 +128,7 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
     else:
         model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()
         accepted = set(inspect.signature(model.forward).parameters)
+    _set_attention(model, attention)
     encoder = TextEncoder(folder, sidecar.max_length, prefix=sidecar.text_prefix)
     sample = encoder.pad(encoder.encode(SAMPLE_TEXTS[:2]).ids, return_tensors="pt")
     if "token_type_ids" in accepted and "token_type_ids" not in sample:
@@ -156,18 +160,35 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET) -> list[str]:
     return names
 
 
-def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
-    """Dynamic int8 quantisation (weights int8 ahead of time, activations at run time)."""
+def _set_attention(model: Any, attention: str) -> None:
+    """Set the attention implementation of every transformers module inside `model` (same weights, same maths)."""
+    for module in model.modules():
+        if hasattr(module, "set_attn_implementation") and getattr(module, "config", None) is not None:
+            module.set_attn_implementation(attention)
+
+
+def quantize_int8(src: Path, dst: Path, const_b_only: bool = True) -> dict[str, Any]:
+    """Dynamic int8 quantisation (weights int8 ahead of time, activations at run time).
+
+    Only matmuls with constant weights are quantised by default: quantising the attention products
+    (query x key, weights x value) too measured no faster at the CPU batch budget (bench.onnx_graph)
+    and adds error.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantiser logs every tensor at INFO on the root logger
     try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": const_b_only})
     finally:
         root.setLevel(level)
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": False,
+        "matmul_const_b_only": const_b_only,
+    }
 
 
 def _check_figures(reference: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
