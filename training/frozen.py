@@ -27,7 +27,6 @@ from service.model.encoding import TextEncoder, normalise_text
 from service.model.folder import sha256_file
 from service.model.heads import HEADS_FILE, MeanPoolClassifier
 from service.model.text_head import save_tfidf_head
-from service.settings import default_of
 from training.baseline import train_baseline
 
 logger = logging.getLogger("training")
@@ -50,8 +49,7 @@ def embed_texts(
     encoded = encoder.encode(texts)
     lengths = [len(ids) for ids in encoded.ids]
     out = np.zeros((len(texts), model.head.in_features), dtype=np.float32)
-    # The service's CPU token budget: a batch that stays in cache embeds ~9 % faster than one of 4,096 tokens.
-    batches = list(length_sorted_batches(lengths, batch_size, default_of("max_batch_tokens")))
+    batches = list(length_sorted_batches(lengths, batch_size, batch_size * encoder.max_length))
     if progress:
         from tqdm import tqdm
 
