@@ -78,17 +78,17 @@ def fused_graph(folder: Path, fp32: Path, tmp: Path) -> Path | None:
     return tmp / "fused.int8.onnx"
 
 
-def time_graph(path: Path, feeds: dict[int, list[dict]], messages: int) -> dict[int, float]:
-    """messages/s of session.run over each budget's batches (best of two passes, after a warm-up)."""
+def measure(path: Path, feeds: dict[int, list[dict]], messages: int) -> tuple[dict[int, float], np.ndarray]:
+    """One session per graph: messages/s over each budget's batches (best of two passes, after a warm-up),
+    and the logits of the first budget's batches (for the difference from fp32)."""
     from service.model.onnx_backend import make_session
 
     session = make_session(path, num_threads=1)
     names = {i.name for i in session.get_inputs()}
-    rates = {}
+    rates, outputs = {}, {}
     for budget, batches in feeds.items():
         runs = [{k: v for k, v in feed.items() if k in names} for feed in batches]
-        for feed in runs[:2]:
-            session.run(["logits"], feed)
+        outputs[budget] = np.concatenate([session.run(["logits"], feed)[0] for feed in runs])  # also the warm-up
         best = float("inf")
         for _ in range(2):
             started = time.perf_counter()
@@ -96,15 +96,7 @@ def time_graph(path: Path, feeds: dict[int, list[dict]], messages: int) -> dict[
                 session.run(["logits"], feed)
             best = min(best, time.perf_counter() - started)
         rates[budget] = messages / best
-    return rates
-
-
-def logits(path: Path, feeds: list[dict]) -> np.ndarray:
-    from service.model.onnx_backend import make_session
-
-    session = make_session(path, num_threads=1)
-    names = {i.name for i in session.get_inputs()}
-    return np.concatenate([session.run(["logits"], {k: v for k, v in f.items() if k in names})[0] for f in feeds])
+    return rates, outputs[BUDGETS[0]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             batches = list(length_sorted_batches(lengths, args.messages, budget))
             feeds[budget] = [tokeniser.inputs([ids[i] for i in batch]) for batch in batches]
             padding[budget] = sum(padded_tokens([lengths[i] for i in b]) for b in batches) / sum(lengths)
-        reference = logits(graphs["fp32 eager"], feeds[BUDGETS[0]])
-        rows = {}
-        for name, path in graphs.items():
+        rows, reference = {}, None
+        for name, path in graphs.items():  # fp32 first: the reference
             print(f"timing {name} ...", flush=True)
-            rates = time_graph(path, feeds, len(texts))
-            difference = float(np.abs(logits(path, feeds[BUDGETS[0]]) - reference).max())
+            rates, out = measure(path, feeds, len(texts))
+            reference = out if reference is None else reference
+            difference = float(np.abs(out - reference).max())
             rows[name] = {
                 "messages_per_s": {str(b): round(r, 1) for b, r in rates.items()},
                 "max_abs_logit_diff_vs_fp32": difference,

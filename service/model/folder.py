@@ -78,6 +78,10 @@ class Sidecar:
         label = self.label_map.get(label, label)
         return label if label in self.labels else None
 
+    def onnx_matches_weights(self) -> bool:
+        """Whether the recorded ONNX export was made from these weights (True when no weights checksum)."""
+        return not self.weights_sha256 or self.onnx.get("source_weights_sha256") == self.weights_sha256
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 

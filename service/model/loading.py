@@ -53,9 +53,7 @@ def pick_kind(model_dir: str | Path, device: str = "auto") -> str:
     if device.startswith("cuda") or (device == "auto" and _cuda_available()):
         return "torch"
     sidecar = read_sidecar(model_dir, verify_weights=False)
-    record = sidecar.onnx
-    current = not sidecar.weights_sha256 or record.get("source_weights_sha256") == sidecar.weights_sha256
-    return "onnx" if "int8" in record and current else "torch"
+    return "onnx" if "int8" in sidecar.onnx and sidecar.onnx_matches_weights() else "torch"
 
 
 def _cuda_available() -> bool:

@@ -40,7 +40,7 @@ def resolve_variant(folder: Path, sidecar: Sidecar, variant: str = "auto", verif
     hint = f"run `python -m training export --model {folder}` (add --int8 --data FILE for int8)"
     if not record:
         raise ModelFolderError(f"{folder}: {SIDECAR_NAME} records no ONNX export; {hint}")
-    if sidecar.weights_sha256 and record.get("source_weights_sha256") != sidecar.weights_sha256:
+    if not sidecar.onnx_matches_weights():
         raise ModelFolderError(f"{folder}: the ONNX export was made from other weights than {SIDECAR_NAME}'s; {hint}")
     if variant == "auto":
         variant = "int8" if "int8" in record else "fp32"
