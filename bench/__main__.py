@@ -66,7 +66,7 @@ def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str], dtype: str = "auto") -> dict:
-    from service.model.batching import length_sorted_batches
+    from service.model.batching import batch_tokens_for, length_sorted_batches
     from service.model.loading import load_backend, predict
     from service.settings import Settings
 
@@ -78,7 +78,8 @@ def in_process(model_dir: Path, backend_kind: str, threads: int, texts: list[str
     elapsed = time.perf_counter() - started
     lengths = [len(ids) for ids in backend.encode(texts).ids]
     fifo = [list(range(i, min(i + 32, len(texts)))) for i in range(0, len(texts), 32)]
-    sorted_batches = list(length_sorted_batches(lengths, settings.max_batch_size, settings.max_batch_tokens))
+    budget = batch_tokens_for(backend.device, settings.max_batch_tokens)
+    sorted_batches = list(length_sorted_batches(lengths, settings.max_batch_size, budget))
     result = {
         "messages_per_s": len(texts) / elapsed,
         "threads": threads,

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bert_base import build_bert_base_folder  # noqa: E402
+from service.model.batching import batch_tokens_for  # noqa: E402
 from service.model.loading import predict  # noqa: E402
-from service.settings import default_of  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 if not DATASETS.is_dir():
@@ -51,7 +51,7 @@ SOURCES = [
     (DATASETS / "city_complaints_sby" / "complaints.csv", "text"),
 ]
 MAX_LENGTH = 128
-MAX_BATCH_TOKENS = default_of("max_batch_tokens")
+MAX_BATCH_TOKENS = batch_tokens_for("cpu")  # the service's CPU default
 
 
 def read_texts() -> list[str]:

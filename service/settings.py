@@ -47,12 +47,12 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(32, ge=1, description="Most messages in one forward pass.")
-    max_batch_tokens: int = Field(
-        512,
+    max_batch_tokens: int | None = Field(
+        None,
         ge=16,
         description="Most padded tokens (longest message x batch size) in one forward; bounds memory and "
-        "keeps a few long messages from slowing a whole batch. 512 suits CPUs: a batch's activations stay "
-        "in cache (e5-small ONNX int8: 113 msg/s at 512, 94 at 4096); GPUs want 8192-16384.",
+        "keeps a few long messages from slowing a whole batch. Default by device: 512 on CPU, where a batch's "
+        "activations stay in cache (e5-small ONNX int8: 113 msg/s at 512, 94 at 4096), 16384 on a GPU.",
     )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long the batcher waits for more messages before running a partial batch."

@@ -6,10 +6,15 @@ import asyncio
 
 from service.core.infer import Infer, _Item
 from service.metrics import ServiceMetrics
+from service.model.batching import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+from service.settings import Settings
 
 
 class _Backend:
-    """Only identity matters here: batches never mix backends."""
+    """Only identity and device matter here: batches never mix backends."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
 
 
 def _queue(infer: Infer, lengths: list[int], backend: object) -> list[_Item]:
@@ -19,8 +24,16 @@ def _queue(infer: Infer, lengths: list[int], backend: object) -> list[_Item]:
     return items
 
 
-def _infer(**kwargs) -> Infer:
-    return Infer(_Backend(), ServiceMetrics(), **kwargs)
+def _infer(device: str = "cpu", **kwargs) -> Infer:
+    return Infer(_Backend(device), ServiceMetrics(), **kwargs)
+
+
+def test_token_budget_defaults_by_device_unless_configured() -> None:
+    # CPUs want batches whose activations stay in cache, GPUs wide ones: one default cannot serve both.
+    assert _infer("cpu").max_batch_tokens == CPU_BATCH_TOKENS == 512
+    assert _infer("cuda:0").max_batch_tokens == GPU_BATCH_TOKENS == 16384
+    assert _infer("cuda:0", max_batch_tokens=2048).max_batch_tokens == 2048
+    assert Settings().max_batch_tokens is None  # unset: the device decides
 
 
 def test_oldest_first_then_closest_lengths() -> None:
@@ -88,6 +101,8 @@ def test_cancelled_items_are_skipped() -> None:
 
 class _TimedBackend:
     """Records when each forward runs; a forward takes `seconds`."""
+
+    device = "cpu"
 
     def __init__(self, seconds: float) -> None:
         import time

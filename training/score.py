@@ -21,7 +21,6 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from service.settings import default_of
 from training.arguments import BackendArguments
 from training.score_batch import BacklogScorer, output_columns, text_problem
 from training.score_input import BacklogInputError, InputRow, check_columns, count_rows, expand_inputs, iter_rows
@@ -49,8 +48,8 @@ class ScoreArguments(BackendArguments):  # --backend, --device, --batch_size: sh
         default=None, metadata={"help": "Column holding each message's id; without it, the row number (from 0)."}
     )
     engine: str = field(default="local", metadata={"help": "local (one process, resumable) or ray (Ray Data)."})
-    max_batch_tokens: int = field(
-        default=default_of("max_batch_tokens"), metadata={"help": "Most padded tokens per forward."}
+    max_batch_tokens: int | None = field(
+        default=None, metadata={"help": "Most padded tokens per forward (default: 512 on CPU, 16384 on a GPU)."}
     )
     num_threads: int | None = field(default=None, metadata={"help": "Torch/ONNX threads per model (default: all)."})
     floods: bool = field(
@@ -89,7 +88,7 @@ class ScoreArguments(BackendArguments):  # --backend, --device, --batch_size: sh
         if self.engine == "ray" and self.resume:
             raise ValueError("--resume applies to the local engine; Ray retries failed tasks by itself")
         for name in ("batch_size", "max_batch_tokens", "chunk_size", "ray_concurrency"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1")
         output_format(self.output)
 

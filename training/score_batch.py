@@ -44,7 +44,7 @@ class BacklogScorer:
         backend: str = "torch",
         device: str = "auto",
         batch_size: int = default_of("max_batch_size"),
-        max_batch_tokens: int = default_of("max_batch_tokens"),
+        max_batch_tokens: int | None = None,
         num_threads: int | None = None,
     ) -> None:
         self.backend = load_backend(model_dir, kind=backend, device=device, num_threads=num_threads)

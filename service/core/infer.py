@@ -26,7 +26,7 @@ import numpy as np
 from service.errors import ModelFailed, NotReady, Overloaded, TimedOut
 from service.metrics import ServiceMetrics
 from service.model.backend import Backend
-from service.model.batching import padded_tokens
+from service.model.batching import batch_tokens_for, padded_tokens
 from service.model.check import output_problem
 from service.settings import default_of
 
@@ -63,7 +63,7 @@ class Infer:
         backend: Backend,
         metrics: ServiceMetrics,
         max_batch_size: int = default_of("max_batch_size"),
-        max_batch_tokens: int = default_of("max_batch_tokens"),
+        max_batch_tokens: int | None = None,  # None: the backend device's default (batching.py)
         max_wait_ms: float = default_of("max_wait_ms"),
         max_inflight_requests: int = default_of("max_inflight_requests"),
         max_queued_messages: int = default_of("max_queued_messages"),
@@ -72,7 +72,7 @@ class Infer:
         self.backend = backend
         self.metrics = metrics
         self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = batch_tokens_for(backend.device, max_batch_tokens)
         self.max_wait_s = max_wait_ms / 1000
         self.max_inflight = max_inflight_requests
         self.max_queued = max_queued_messages

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from service.model.backend import Backend
-from service.model.batching import length_sorted_batches
+from service.model.batching import batch_tokens_for, length_sorted_batches
 from service.model.folder import read_sidecar
 from service.settings import default_of
 
@@ -21,19 +21,21 @@ def predict(
     backend: Backend,
     texts: Sequence[str],
     max_batch_size: int = default_of("max_batch_size"),
-    max_batch_tokens: int = default_of("max_batch_tokens"),
+    max_batch_tokens: int | None = None,
     forward: Callable[[Sequence[Sequence[int]]], np.ndarray] | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, list[bool]]:
     """Probabilities (or what `forward` returns, e.g. logits) for many texts, in input order.
 
-    Goes through the same encode/forward the server uses, in length-sorted batches.
+    Goes through the same encode/forward the server uses, in length-sorted batches; `max_batch_tokens`
+    None takes the backend device's default.
     """
     encoded = backend.encode(texts)
     forward = forward or backend.forward
     out = np.zeros((len(texts), len(backend.sidecar.labels)), dtype=np.float64)
     lengths = [len(ids) for ids in encoded.ids]
-    batches = list(length_sorted_batches(lengths, max_batch_size, max_batch_tokens))
+    budget = batch_tokens_for(backend.device, max_batch_tokens)
+    batches = list(length_sorted_batches(lengths, max_batch_size, budget))
     if progress:
         from tqdm import tqdm
 
