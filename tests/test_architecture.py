@@ -49,12 +49,18 @@ def test_core_names_no_http_status() -> None:
     """Statuses live in service/http/errors.py's table; the core raises typed errors."""
     for path in _core_files():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        # A setting's default (`Field(512, ...)`) is a quantity, not a status.
+        # A setting's default (`Field(512, ...)`) or a token budget (`CPU_BATCH_TOKENS = 512`) is a
+        # quantity, not a status.
         defaults = {
             id(arg)
             for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Field"
             for arg in node.args[:1]
+        } | {
+            id(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            and all(isinstance(t, ast.Name) and t.id.endswith("_TOKENS") for t in node.targets)
         }
         statuses = [
             node.value
