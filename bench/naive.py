@@ -4,7 +4,10 @@ A sequence-classification folder is one `pipeline("text-classification")` call p
 frozen-encoder folder (service/model/heads.py) has no classification head `pipeline` knows, so its
 naive form is what a user would write from the folder's files: `pipeline("feature-extraction")` on
 the encoder per message, the mean of its token states, L2-normalised, through `heads.safetensors`,
-mixed with the TF-IDF head's answer for that one message. Both run in fp32, as `pipeline` does.
+mixed with the TF-IDF head's answer for that one message. A head that reads several layers needs
+hidden states the pipeline does not return, so there the per-message call is the tokenizer and
+`AutoModel(..., output_hidden_states=True)`, as the model card shows (no batching either way). Both
+run in fp32, as `pipeline` does.
 Each result says how far the naive answers are from the service's own (`predict`), so a ratio is
 never taken against a different model.
 """
@@ -21,27 +24,38 @@ MAX_DIFFERENCE = 1e-3
 
 
 def _frozen_scorer(model_dir: Path):
+    import torch
     from safetensors.numpy import load_file
     from transformers import pipeline
 
     from service.model.encoding import softmax64
     from service.model.folder import read_sidecar
-    from service.model.heads import HEADS_FILE
+    from service.model.heads import HEADS_FILE, POOLED_LAYERS, pooled_layers
     from service.model.text_head import TfidfHead
 
     sidecar = read_sidecar(model_dir)
     extractor = pipeline("feature-extraction", model=str(model_dir), device="cpu")
+    depth = extractor.model.config.num_hidden_layers
+    layers = pooled_layers(sidecar.heads.get(POOLED_LAYERS), depth)
     head = load_file(str(model_dir / HEADS_FILE))
     weight, bias = head["weight"].astype(np.float64), head["bias"].astype(np.float64)
     text_head = TfidfHead(model_dir) if sidecar.heads.get("text_head") else None
     text_weight = float(sidecar.heads.get("text_head", {}).get("weight", 0.0))
+    # max_length only through tokenize_kwargs: the pipeline drops it silently as a plain keyword.
+    tokenize = {"truncation": True, "max_length": sidecar.max_length}
+
+    def token_states(text: str) -> list[np.ndarray]:
+        if layers == [depth]:
+            return [np.asarray(extractor(sidecar.text_prefix + text, tokenize_kwargs=tokenize)[0], dtype=np.float64)]
+        inputs = extractor.tokenizer(sidecar.text_prefix + text, return_tensors="pt", **tokenize)
+        with torch.inference_mode():
+            hidden = extractor.model(**inputs, output_hidden_states=True).hidden_states
+        return [hidden[layer][0].double().numpy() for layer in layers]
 
     def score(text: str) -> np.ndarray:
-        # max_length only through tokenize_kwargs: the pipeline drops it silently as a plain keyword.
-        tokenize = {"truncation": True, "max_length": sidecar.max_length}
-        states = extractor(sidecar.text_prefix + text, tokenize_kwargs=tokenize)
-        pooled = np.asarray(states[0], dtype=np.float64).mean(axis=0)
-        probs = softmax64(((pooled / np.linalg.norm(pooled)) @ weight.T + bias)[None, :])[0]
+        pooled = [states.mean(axis=0) for states in token_states(text)]
+        features = np.concatenate([p / np.linalg.norm(p) for p in pooled])
+        probs = softmax64((features @ weight.T + bias)[None, :])[0]
         if text_head is not None:
             probs = (1 - text_weight) * probs + text_weight * text_head.probabilities([text])[0]
         return probs

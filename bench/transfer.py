@@ -11,7 +11,8 @@ For every candidate it reports, from one run:
     the reject band), real SMS macro-F1 (normal vs fraud/promo; a predicted prank counts as spam);
   - the reject threshold chosen on held-out writers (<= 1 % of their genuine complaints rejected).
 Candidates: TF-IDF word+char n-grams + logistic regression; multilingual-e5-small frozen (mean-pooled,
-"query: " prefix) + logistic regression; the mean of both probability vectors.
+"query: " prefix; the last layer, or several: e5_L6-9-12) + logistic regression; the weighted mean of
+both probability vectors (mean_tfidf0.7, mean_L6-9-12_tfidf0.6).
 Results go to bench/results/transfer.json.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import re
 import time
 from pathlib import Path
 
@@ -68,14 +70,16 @@ class TfidfCandidate:
 class E5Candidate:
     """Frozen e5 embeddings (cached per text) + logistic regression.
 
-    pooling "mean" is how e5 was trained; "cls" (the first token's state, through a dense+tanh head)
-    is what a stock `BertForSequenceClassification` folder can carry, so it is measured too.
+    pooling "mean" is how e5 was trained, over the last layer or, with `layers`, over each of those
+    hidden states, normalised each and concatenated (what service/model/heads.py serves with the
+    sidecar's `pooled_layers`); "cls" (the first token's state, through a dense+tanh head) is what a
+    stock `BertForSequenceClassification` folder can carry, so it is measured too.
     """
 
     name = "e5"
 
     def __init__(self, folder: Path, threads: int = 1, pooling: str = "mean", cache: dict | None = None) -> None:
-        self.pooling = pooling
+        self.pooling, self.layers = pooling, None
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -85,26 +89,33 @@ class E5Candidate:
         self.encoder = AutoModel.from_pretrained(folder).eval()
         self.cache: dict[str, tuple[np.ndarray, np.ndarray]] = {} if cache is None else cache
 
-    def with_pooling(self, pooling: str) -> E5Candidate:
+    def variant(self, pooling: str = "mean", layers: list[int] | None = None) -> E5Candidate:
+        """The same encoder and embedding cache, another pooling."""
         twin = object.__new__(E5Candidate)
         twin.__dict__.update(self.__dict__)
-        twin.pooling, twin.name = pooling, f"e5_{pooling}"
+        twin.pooling, twin.layers = pooling, layers
+        twin.name = f"e5_L{'-'.join(map(str, layers))}" if layers else f"e5_{pooling}"
         return twin
 
     def embed(self, texts) -> np.ndarray:
+        torch = self.torch
         todo = sorted({t for t in texts if t not in self.cache}, key=len)
         for start in range(0, len(todo), 64):
             batch = todo[start : start + 64]
             enc = self.tokenizer(["query: " + t for t in batch], truncation=True, max_length=128, padding=True,
                                  return_tensors="pt")  # fmt: skip
-            with self.torch.inference_mode():
-                hidden = self.encoder(**enc).last_hidden_state
+            with torch.inference_mode():
+                hidden = self.encoder(**enc, output_hidden_states=True).hidden_states
             mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = self.torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
-            cls = hidden[:, 0].numpy()
+            # every layer's normalised mean pool, (batch, layers + 1, width): any layer choice reads the cache
+            pooled = torch.stack([torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
+                                  for h in hidden], dim=1).numpy()  # fmt: skip
+            cls = hidden[-1][:, 0].numpy()
             self.cache.update(zip(batch, zip(pooled, cls, strict=True), strict=True))
-        which = 0 if self.pooling == "mean" else 1
-        return np.stack([self.cache[t][which] for t in texts])
+        if self.pooling == "cls":
+            return np.stack([self.cache[t][1] for t in texts])
+        layers = self.layers or [-1]
+        return np.stack([np.concatenate([self.cache[t][0][layer] for layer in layers]) for t in texts])
 
     def fit(self, texts, labels):
         self.lr = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced")
@@ -178,11 +189,21 @@ def evaluate(candidate, corpus, independent, seed_test, real, always: list[dict]
     return result
 
 
+def _layers_candidate(name: str) -> tuple[list[int] | None, float | None]:
+    """`e5_L6-9-12` -> ([6, 9, 12], None); `mean_L6-9-12_tfidf0.6` -> ([6, 9, 12], 0.6); else (None, None)."""
+    match = re.fullmatch(r"(e5|mean)_L([0-9-]+)(?:_tfidf([0-9.]+))?", name)
+    if not match or (match[1] == "mean") != bool(match[3]):
+        return None, None
+    return [int(layer) for layer in match[2].split("-")], float(match[3]) if match[3] else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--e5", type=Path, help="converted e5 folder (python -m training convert-e5)")
     parser.add_argument(
-        "--candidates", default="tfidf,e5,e5_cls,mean,mean_cls", help="also mean_tfidf0.6, mean_tfidf0.7, mean_tfidf0.8"
+        "--candidates",
+        default="tfidf,e5,e5_cls,mean,mean_cls",
+        help="also mean_tfidf0.6, mean_tfidf0.7, mean_tfidf0.8, and pooled layers: e5_L6-9-12, mean_L6-9-12_tfidf0.6",
     )
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "transfer.json")
@@ -199,11 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     candidates = {"tfidf": TfidfCandidate()}
     if e5:
         candidates["e5"] = e5
-        candidates["e5_cls"] = e5.with_pooling("cls")
+        candidates["e5_cls"] = e5.variant("cls")
         candidates["mean"] = MeanCandidate([TfidfCandidate(), e5])
-        candidates["mean_cls"] = MeanCandidate([TfidfCandidate(), e5.with_pooling("cls")])
+        candidates["mean_cls"] = MeanCandidate([TfidfCandidate(), e5.variant("cls")])
         for weight in (0.6, 0.7, 0.8):  # the TF-IDF head's weight in the mix (configs/default.json: text_head_weight)
             candidates[f"mean_tfidf{weight}"] = MeanCandidate([TfidfCandidate(), e5], [weight, 1 - weight])
+        for name in wanted:  # e5_L6-9-12, mean_L6-9-12_tfidf0.6: heads on several pooled layers (pooled_layers)
+            layers, weight = _layers_candidate(name)
+            if layers and weight is None:
+                candidates[name] = e5.variant(layers=layers)
+            elif layers:
+                candidates[name] = MeanCandidate([TfidfCandidate(), e5.variant(layers=layers)], [weight, 1 - weight])
     results = {}
     for name in wanted:
         if name not in candidates:

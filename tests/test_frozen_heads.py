@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from service_fixtures import make_settings
 from service.http.app import create_app
 from service.model.encoding import normalise_text, softmax64
 from service.model.folder import ModelFolderError, Sidecar, Threshold, read_sidecar, sha256_file, write_sidecar
-from service.model.heads import HEADS_FILE
+from service.model.heads import HEADS_FILE, POOLED_LAYERS
 from service.model.loading import predict
 from service.model.text_head import TFIDF_WEIGHTS
 from service.model.torch_backend import TorchBackend
@@ -22,6 +23,7 @@ from training.frozen import embed_texts, fit_heads, stage_heads
 
 LABELS = ["aduan", "bukan_aduan", "iseng", "spam"]
 PREFIX = "query: "
+POOLED = [1, 2]  # the tiny encoder's two layers: every test here serves a head that reads more than the last
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def fitted(base_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     rows = make_messages(12, seed=1, places=PLACES[:12])
     heads = fit_heads(base_dir, [r["text"] for r in rows], [r["label"] for r in rows], LABELS, 48, PREFIX, 0.5, 7,
-                      progress=False)  # fmt: skip
+                      progress=False, layers=POOLED)  # fmt: skip
     folder = tmp_path_factory.mktemp("models") / "frozen"
     folder.mkdir()
     record = stage_heads(heads, folder, LABELS)
@@ -79,6 +81,56 @@ def test_served_folder_gives_the_fitted_mixture(fitted) -> None:
     served, _ = predict(TorchBackend(folder, device="cpu"), texts)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert read_sidecar(folder).heads["text_head"] == {"kind": "tfidf_lr", "weight": 0.5}
+    assert read_sidecar(folder).heads[POOLED_LAYERS] == POOLED and features.shape[1] == 2 * 32
+
+
+def test_pooled_layers_are_each_normalised_then_concatenated(fitted) -> None:
+    """The features are the per-layer masked means of the encoder's hidden states, as recorded."""
+    import torch
+
+    heads, _ = fitted
+    texts = ["jalan rusak parah", "P"]
+    padded = heads.encoder.pad(heads.encoder.encode(texts).ids, return_tensors="pt")
+    with torch.no_grad():
+        hidden = heads.model.encoder(**padded, output_hidden_states=True).hidden_states
+    mask = padded["attention_mask"].unsqueeze(-1).float()
+    parts = [torch.nn.functional.normalize((hidden[i] * mask).sum(1) / mask.sum(1), dim=-1) for i in POOLED]
+    np.testing.assert_allclose(embed_texts(heads.model, heads.encoder, texts, progress=False),
+                               torch.cat(parts, dim=-1).numpy(), atol=1e-6)  # fmt: skip
+
+
+def test_a_folder_without_pooled_layers_reads_the_last_layer(fitted, tmp_path: Path) -> None:
+    """Folders written before heads could pool several layers keep serving what they were fitted on."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    _, fitted_folder = fitted
+    folder = shutil.copytree(fitted_folder, tmp_path / "last-only")
+    head = load_file(str(folder / HEADS_FILE))
+    save_file({"weight": head["weight"][:, 32:].contiguous(), "bias": head["bias"]}, str(folder / HEADS_FILE))
+    sidecar = read_sidecar(folder, verify_weights=False)
+    record = {k: v for k, v in sidecar.heads.items() if k != POOLED_LAYERS}
+    record["files"] = {**record["files"], HEADS_FILE: sha256_file(folder / HEADS_FILE)}
+    write_sidecar(folder, replace(sidecar, heads=record))
+    backend = TorchBackend(folder, device="cpu")
+    assert backend.model.layers == [2]
+    padded = backend.encoder.pad(backend.encoder.encode(["jalan rusak"]).ids, return_tensors="pt")
+    with torch.no_grad():
+        last = backend.model.encoder(**padded).last_hidden_state.mean(1)
+        served = backend.model.embed(padded["input_ids"], padded["attention_mask"])
+    np.testing.assert_allclose(served.numpy(), torch.nn.functional.normalize(last, dim=-1).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"), [([1, 5], r"hidden states 0\.\.2"), ([2], r"head reads 64 features, but pooling")]
+)
+def test_a_head_that_does_not_fit_its_pooled_layers_is_refused(fitted, tmp_path: Path, layers, message) -> None:
+    _, fitted_folder = fitted
+    folder = shutil.copytree(fitted_folder, tmp_path / "bad")
+    sidecar = read_sidecar(folder)
+    write_sidecar(folder, replace(sidecar, heads={**sidecar.heads, POOLED_LAYERS: layers}))
+    with pytest.raises(ModelFolderError, match=message):
+        TorchBackend(folder, device="cpu")
 
 
 def test_heads_learn_the_training_messages(fitted) -> None:
@@ -126,10 +178,12 @@ def test_train_method_frozen_heads_writes_a_served_folder(base_dir: Path, tmp_pa
         "--model_name_or_path", str(base_dir), "--method", "frozen_heads", "--text_prefix", PREFIX,
         "--train_file", str(train), "--validation_file", str(validation), "--output_dir", str(out),
         "--max_length", "48", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none",
+        "--pooled_layers", "1", "2",
     ]  # fmt: skip
     assert main(argv) == 0
     sidecar = read_sidecar(out)
     assert sidecar.heads["kind"] == "mean_pool_linear" and sidecar.text_prefix == PREFIX
+    assert sidecar.heads[POOLED_LAYERS] == [1, 2]
     assert sidecar.calibration["method"] == "none"
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["validation"]["macro_f1"] >= 0.9
@@ -166,3 +220,12 @@ def test_onnx_export_serves_a_frozen_folder_like_torch(fitted, tmp_path: Path) -
     assert answer["results"][0]["probabilities"]["spam"] == pytest.approx(
         torch_probs[-2][LABELS.index("spam")], abs=1e-4
     )
+
+
+def test_the_naive_baseline_is_the_same_model(fitted) -> None:
+    """bench's per-message baseline rebuilds a multi-layer head from the folder's files and agrees with the service."""
+    from bench.naive import naive_pipeline
+
+    _, folder = fitted
+    texts = ["jalan di desa sukamaju rusak parah", "slot gacor maxwin", "P"]
+    assert naive_pipeline(folder, 1, texts)["max_abs_diff_vs_service_fp32"] <= 1e-5

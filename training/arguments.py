@@ -72,6 +72,13 @@ class ModelArguments:
         default=0.5,
         metadata={"help": "frozen_heads: share of the TF-IDF head in the mixed probabilities (0 turns it off)."},
     )
+    pooled_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "frozen_heads: the encoder's hidden states the head reads (0 = embeddings), each mean-pooled "
+            "and normalised, then concatenated; default: the last one. The default model reads 6 9 12."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.is_scratch:
@@ -89,6 +96,10 @@ class ModelArguments:
             raise ArgumentsError("--text_prefix is supported with --method frozen_heads only")
         if not 0.0 <= self.text_head_weight < 1.0:
             raise ArgumentsError(f"--text_head_weight {self.text_head_weight}: use a share in [0, 1)")
+        if self.pooled_layers is not None and self.method != "frozen_heads":
+            raise ArgumentsError("--pooled_layers is supported with --method frozen_heads only")
+        if self.pooled_layers is not None and (not self.pooled_layers or min(self.pooled_layers) < 0):
+            raise ArgumentsError(f"--pooled_layers {self.pooled_layers}: give hidden-state indices, 0 or more")
 
     @property
     def is_scratch(self) -> bool:

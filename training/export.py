@@ -119,11 +119,11 @@ def export_fp32(folder: Path, out: Path, opset: int = OPSET, attention: str = "e
     from transformers import AutoModelForSequenceClassification
 
     from service.model.encoding import TextEncoder
-    from service.model.heads import MeanPoolClassifier
+    from service.model.heads import POOLED_LAYERS, MeanPoolClassifier
 
     sidecar = read_sidecar(folder, verify_weights=False)
     if sidecar.heads:  # a frozen-encoder folder: the graph is the encoder and its linear head
-        model = MeanPoolClassifier.from_folder(folder).float().eval()
+        model = MeanPoolClassifier.from_folder(folder, layers=sidecar.heads.get(POOLED_LAYERS)).float().eval()
         accepted = {"input_ids", "attention_mask"}
     else:
         model = AutoModelForSequenceClassification.from_pretrained(folder).float().eval()

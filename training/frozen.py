@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from service.model.batching import length_sorted_batches
 from service.model.encoding import TextEncoder, normalise_text
 from service.model.folder import sha256_file
-from service.model.heads import HEADS_FILE, MeanPoolClassifier
+from service.model.heads import HEADS_FILE, POOLED_LAYERS, MeanPoolClassifier
 from service.model.text_head import save_tfidf_head
 from training.baseline import train_baseline
 
@@ -71,10 +71,14 @@ def fit_heads(
     text_weight: float,
     seed: int,
     progress: bool = True,
+    layers: Sequence[int] | None = None,
 ) -> FrozenHeads:
-    """Embed the training texts once, fit the linear head on them and (text_weight > 0) the TF-IDF head."""
+    """Embed the training texts once, fit the linear head on them and (text_weight > 0) the TF-IDF head.
+
+    `layers`: the hidden states pooled for the head (service/model/heads.py); None: the last one.
+    """
     encoder = TextEncoder(base_dir, max_length, prefix=prefix)
-    model = MeanPoolClassifier.from_folder(base_dir, labels=len(label_names))
+    model = MeanPoolClassifier.from_folder(base_dir, labels=len(label_names), layers=layers)
     y = np.array([list(label_names).index(label) for label in labels])
     features = embed_texts(model, encoder, texts, progress=progress)
     head = LogisticRegression(C=HEAD_C, max_iter=3000, class_weight="balanced", random_state=seed).fit(features, y)
@@ -100,7 +104,7 @@ def stage_heads(heads: FrozenHeads, staging: Path, label_names: Sequence[str]) -
         str(staging / HEADS_FILE),
     )
     files = [HEADS_FILE]
-    record: dict[str, Any] = {"kind": "mean_pool_linear"}
+    record: dict[str, Any] = {"kind": "mean_pool_linear", POOLED_LAYERS: heads.model.layers}
     if heads.tfidf is not None:
         union, linear = heads.tfidf[0], heads.tfidf[-1]
         if list(linear.classes_) != list(range(len(label_names))):
@@ -133,6 +137,7 @@ def run_frozen_heads(run, work_dir: Path) -> Path:
         run.model_args.text_head_weight,
         args.seed,
         progress=not args.disable_tqdm,
+        layers=run.model_args.pooled_layers,
     )
     run.tokenizer = run.frozen.encoder.tokenizer
     run.data_args.max_length = run.frozen.encoder.max_length  # clamped to the tokenizer's limit

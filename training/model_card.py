@@ -15,6 +15,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from service.model.folder import Sidecar
+from service.model.heads import POOLED_LAYERS
 from service.model.scoring import THRESHOLDS
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
@@ -54,6 +55,7 @@ class ModelCardRecord:
     # --method frozen_heads: the share of the TF-IDF head (None: a fine-tuned sequence classifier)
     text_head_weight: float | None = None
     text_prefix: str = ""
+    pooled_layers: list[int | str] = field(default_factory=list)  # frozen_heads: the hidden states its head reads
 
 
 def _in_own_words(key: str, validity_labels: list[str]) -> str:
@@ -182,6 +184,7 @@ def card_record(sidecar: Sidecar, metrics: dict[str, Any], training_args: Any, f
         seed_spread_rows=_seed_spread_rows(spread),
         text_head_weight=sidecar.heads.get("text_head", {}).get("weight", 0.0) if sidecar.heads else None,
         text_prefix=sidecar.text_prefix,
+        pooled_layers=list(sidecar.heads.get(POOLED_LAYERS) or ["last"]) if sidecar.heads else [],
     )
 
 

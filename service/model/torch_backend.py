@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from service.model.encoding import Encoded, TextEncoder, softmax64
 from service.model.folder import Sidecar, read_sidecar
-from service.model.heads import MeanPoolClassifier
+from service.model.heads import POOLED_LAYERS, MeanPoolClassifier
 from service.model.text_head import TextMix
 
 
@@ -77,7 +77,9 @@ class TorchBackend:
         # A frozen encoder with saring's heads (service/model/heads.py, text_head.py); None for classification folders.
         self.text_mix = TextMix(self.model_dir, self.sidecar.heads) if self.sidecar.heads else None
         if self.text_mix is not None:
-            self.model = MeanPoolClassifier.from_folder(self.model_dir, dtype=self.dtype, device=self.device)
+            self.model = MeanPoolClassifier.from_folder(
+                self.model_dir, dtype=self.dtype, device=self.device, layers=self.sidecar.heads.get(POOLED_LAYERS)
+            )
         else:
             model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
             self.model = model.to(self.dtype).to(self.device).eval()
