@@ -228,6 +228,13 @@ def test_export_traces_eager_attention_and_quantises_weight_matmuls(exported: Pa
     assert "MatMul" in op_types(ONNX_FILES["fp32"]) and "IsNaN" not in op_types(ONNX_FILES["fp32"])
     assert "MatMulInteger" in op_types(ONNX_FILES["int8"])
     assert _sidecar_json(exported)["onnx"]["int8"]["quantization"]["matmul_const_b_only"] is True
+    # One scale per output channel of each weight (closer to fp32 than one per tensor, same speed).
+    graph = onnx.load(str(exported / ONNX_FILES["int8"]), load_external_data=False).graph
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    weights = [n.input[1].removesuffix("_quantized") for n in graph.node if n.op_type == "MatMulInteger"]
+    scales = [dims[f"{w}_scale"] for w in weights]
+    assert scales and all(len(d) == 1 and d[0] > 1 for d in scales), scales
+    assert _sidecar_json(exported)["onnx"]["int8"]["quantization"]["per_channel"] is True
 
 
 @pytest.mark.slow

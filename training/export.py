@@ -167,12 +167,14 @@ def _set_attention(model: Any, attention: str) -> None:
             module.set_attn_implementation(attention)
 
 
-def quantize_int8(src: Path, dst: Path, const_b_only: bool = True) -> dict[str, Any]:
+def quantize_int8(src: Path, dst: Path, const_b_only: bool = True, per_channel: bool = True) -> dict[str, Any]:
     """Dynamic int8 quantisation (weights int8 ahead of time, activations at run time).
 
     Only matmuls with constant weights are quantised by default: quantising the attention products
     (query x key, weights x value) too measured no faster at the CPU batch budget (bench.onnx_graph)
-    and adds error.
+    and adds error. Weights get one scale per output channel: on the default model's held-out writers
+    that halved the median distance to fp32 (0.0017 against 0.0033; 99th percentile 0.14 against 0.19)
+    at the same speed, and one scale per tensor had cost 0.7 points of real city complaints called `aduan`.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -180,13 +182,19 @@ def quantize_int8(src: Path, dst: Path, const_b_only: bool = True) -> dict[str, 
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantiser logs every tensor at INFO on the root logger
     try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": const_b_only})
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            extra_options={"MatMulConstBOnly": const_b_only},
+        )
     finally:
         root.setLevel(level)
     return {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weight_type": "QInt8",
-        "per_channel": False,
+        "per_channel": per_channel,
         "matmul_const_b_only": const_b_only,
     }
 
