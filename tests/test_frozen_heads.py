@@ -19,6 +19,7 @@ from service.model.heads import HEADS_FILE, POOLED_LAYERS
 from service.model.loading import predict
 from service.model.text_head import TFIDF_WEIGHTS
 from service.model.torch_backend import TorchBackend
+from training.finalise import version_digest
 from training.frozen import embed_texts, fit_heads, stage_heads
 
 LABELS = ["aduan", "bukan_aduan", "iseng", "spam"]
@@ -184,6 +185,9 @@ def test_train_method_frozen_heads_writes_a_served_folder(base_dir: Path, tmp_pa
     sidecar = read_sidecar(out)
     assert sidecar.heads["kind"] == "mean_pool_linear" and sidecar.text_prefix == PREFIX
     assert sidecar.heads[POOLED_LAYERS] == [1, 2]
+    # The frozen encoder's bytes are the base's: the version also names the heads fitted on it.
+    assert sidecar.version.split("-")[1] == version_digest(sidecar.weights_sha256, sidecar.heads)[:8]
+    assert sidecar.version.split("-")[1] != sidecar.weights_sha256[:8]
     assert sidecar.calibration["method"] == "none"
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["validation"]["macro_f1"] >= 0.9

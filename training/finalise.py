@@ -10,6 +10,7 @@ leaves a staging folder the service refuses, and a failed step leaves the previo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -188,11 +189,24 @@ def choose_thresholds(run: Run, staging: Path, sidecar: Sidecar) -> None:
     )
 
 
+def version_digest(weights_sha: str, heads: dict[str, Any]) -> str:
+    """What a model version names: the weights, and for a frozen encoder its head files too.
+
+    Every frozen-heads model of one base shares the encoder's bytes, so its checksum alone would give
+    two different default models the same version in answers, logs and feedback.
+    """
+    files = heads.get("files", {}) if heads else {}
+    if not files:
+        return weights_sha
+    parts = [weights_sha, *(f"{name}:{digest}" for name, digest in sorted(files.items()))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def stamp(run: Run, staging: Path, sidecar: Sidecar, calibration: dict[str, Any]) -> str:
     """Version, data record and creation time; returns the weights' checksum (written by `seal`)."""
     weights_sha = sha256_file(staging / "model.safetensors")
     now = datetime.now(UTC)
-    sidecar.version = f"{now:%Y%m%d}-{weights_sha[:8]}"
+    sidecar.version = f"{now:%Y%m%d}-{version_digest(weights_sha, sidecar.heads)[:8]}"
     sidecar.calibration = calibration
     splits = run.splits
     sidecar.training_data = {
