@@ -123,7 +123,12 @@ def test_a_folder_without_pooled_layers_reads_the_last_layer(fitted, tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("layers", "message"), [([1, 5], r"hidden states 0\.\.2"), ([2], r"head reads 64 features, but pooling")]
+    ("layers", "message"),
+    [
+        ([1, 5], r"hidden states 0\.\.2"),
+        ("1,2", r"hidden states 0\.\.2"),
+        ([2], r"head reads 64 features, but pooling"),
+    ],
 )
 def test_a_head_that_does_not_fit_its_pooled_layers_is_refused(fitted, tmp_path: Path, layers, message) -> None:
     _, fitted_folder = fitted

@@ -7,7 +7,8 @@ probabilities with a linear head on frozen multilingual-e5-small sentence embedd
 masked mean pooling, L2 normalisation (as e5 was trained), then `heads.safetensors` (weight, bias):
 class logits. It may pool several layers (the sidecar's `heads.pooled_layers`), each pooled and
 normalised alone, then concatenated: a head on several layers transferred better to unseen writers
-than on the last alone, at every TF-IDF weight measured (README "The default model"). The TF-IDF half and the mixing live in `service/model/text_head.py`, without torch,
+than on the last alone, at every TF-IDF weight measured (README "The default model"). The TF-IDF
+half and the mixing live in `service/model/text_head.py`, without torch,
 so the ONNX backend (which serves the exported encoder half) mixes them the same way.
 `transformers.pipeline` alone cannot reproduce the folder (it would put a random classifier on the
 encoder): the model card says so, and bench/naive.py rebuilds it from the folder's files.
@@ -45,7 +46,7 @@ class MeanPoolClassifier(torch.nn.Module):
         self.encoder = encoder
         depth = encoder.config.num_hidden_layers
         self.layers = pooled_layers(layers, depth)
-        if any(not 0 <= layer <= depth for layer in self.layers):
+        if any(type(layer) is not int or not 0 <= layer <= depth for layer in self.layers):
             raise ModelFolderError(f"pooled layers {self.layers}: the encoder has hidden states 0..{depth}")
         width = encoder.config.hidden_size * len(self.layers)
         if weight.shape[1] != width:
