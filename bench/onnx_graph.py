@@ -57,9 +57,10 @@ def build_graphs(folder: Path, tmp: Path) -> dict[str, Path]:
 def fused_graph(folder: Path, fp32: Path, tmp: Path) -> Path | None:
     """ONNX Runtime's offline BERT optimiser, then int8; None when its patterns do not match this model."""
     from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
     from transformers import AutoConfig
+
+    from training.export import quantize_int8
 
     config = AutoConfig.from_pretrained(folder)
     logging.disable(logging.WARNING)
@@ -73,8 +74,7 @@ def fused_graph(folder: Path, fp32: Path, tmp: Path) -> Path | None:
         return None
     model.save_model_to_file(str(tmp / "fused.onnx"))
     # Fused nodes are in ONNX Runtime's own domain, which the quantiser's shape inference cannot type.
-    options = {"DefaultTensorType": TensorProto.FLOAT}
-    quantize_dynamic(tmp / "fused.onnx", tmp / "fused.int8.onnx", weight_type=QuantType.QInt8, extra_options=options)
+    quantize_int8(tmp / "fused.onnx", tmp / "fused.int8.onnx", extra_options={"DefaultTensorType": TensorProto.FLOAT})
     return tmp / "fused.int8.onnx"
 
 

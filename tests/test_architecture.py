@@ -49,14 +49,8 @@ def test_core_names_no_http_status() -> None:
     """Statuses live in service/http/errors.py's table; the core raises typed errors."""
     for path in _core_files():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        # A setting's default (`Field(512, ...)`) or a token budget (`CPU_BATCH_TOKENS = 512`) is a
-        # quantity, not a status.
-        defaults = {
-            id(arg)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Field"
-            for arg in node.args[:1]
-        } | {
+        # A token budget (`CPU_BATCH_TOKENS = 512`) is a quantity, not a status.
+        quantities = {
             id(node.value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Assign)
@@ -68,7 +62,7 @@ def test_core_names_no_http_status() -> None:
             if isinstance(node, ast.Constant)
             and type(node.value) is int
             and 400 <= node.value <= 599
-            and id(node) not in defaults
+            and id(node) not in quantities
         ]
         assert not statuses, f"{path.relative_to(SERVICE.parent)} names HTTP statuses {statuses}"
 
